@@ -3,7 +3,7 @@
 ::
 
     ThingModelError                 base of everything raised here
-    ├── ModelLoadError              a model document (YAML, TSL, WoT) is invalid; carries Diagnostics
+    ├── ModelLoadError              a model document (YAML, TSL, WoT) is invalid: Diagnostics
     │   └── HostileInputError       refused before parsing: too big, too deep, alias bomb, not UTF-8
     ├── UnresolvedReferenceError    extends / tm:ref / tm:submodel / component target not found
     ├── ConversionError             a target format cannot express part of a model (strict export)
@@ -85,7 +85,7 @@ class ThingModelError(Exception):
 
 
 class ModelLoadError(ThingModelError):
-    """A model document is invalid. ``diagnostics`` lists every problem found, not only the first."""
+    """A model document is invalid; ``diagnostics`` lists every problem found, not just one."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic] | Iterable[Diagnostic]) -> None:
         self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)

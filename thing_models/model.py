@@ -59,7 +59,8 @@ __all__ = [
 
 #: Property, event, service, field and component identifiers (Alibaba TSL's rule: at most 50).
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
-#: Model names: a dotted lowercase namespace, a slash, a lowercase name, e.g. ``com.acme.energy/meter-3p``.
+#: Model names: a dotted lowercase namespace, a slash, a lowercase name
+#: (``com.acme.energy/meter-3p``).
 MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*/[a-z][a-z0-9-]*(\.[a-z0-9-]+)*$")
 _SEMVER_RE = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
@@ -386,7 +387,7 @@ class ModbusType(StrEnum):
 
     @property
     def register_count(self) -> int | None:
-        """Registers a value of this type occupies; None for strings and bytes (set by ``count``)."""
+        """Registers a value of this type occupies; None for string/bytes (set by ``count``)."""
         return _REGISTER_COUNT.get(self)
 
 
@@ -407,7 +408,7 @@ _REGISTER_COUNT = {
 
 
 class ByteOrder(StrEnum):
-    """Order of bytes inside a register (``byte_order``) or of registers in a value (``word_order``)."""
+    """Order of bytes in a register (``byte_order``) or of registers in a value (``word_order``)."""
 
     BIG = "big"
     LITTLE = "little"
@@ -526,7 +527,7 @@ class MqttPoint:
 
 @dataclass(frozen=True, slots=True)
 class MqttEventRoute:
-    """An event raised by messages on ``topic``; its outputs are read from the object at ``path``."""
+    """An event raised by messages on ``topic``; outputs come from the object at ``path``."""
 
     event: str
     topic: str
