@@ -27,12 +27,22 @@ __all__ = ["main"]
 _PROTOCOLS = ("modbus", "bacnet", "mqtt", "coap", "none")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("community-iot-edge")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="thing-model",
         description="Thing-model tools: validate, convert (YAML, Alibaba TSL, W3C WoT TD/TM), "
         "diff versions, scaffold new models, print the message envelope schema.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
