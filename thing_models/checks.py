@@ -80,8 +80,8 @@ BACNET_OBJECT_TYPES = frozenset(
         "trend-log-multiple",
     }
 )
-_BACNET_PROPERTY_RE = re.compile(r"^[a-z][a-z0-9-]*$|^\d+$")
-_JSON_PATH_RE = re.compile(r"^\$?(\.[A-Za-z_][A-Za-z0-9_-]*|\[\d+\]|\[['\"][^'\"]+['\"]\])*$")
+_BACNET_PROPERTY_RE = re.compile(r"^(?:[a-z][a-z0-9-]*|[0-9]+)\Z")
+_JSON_PATH_RE = re.compile(r"^\$?(\.[A-Za-z_][A-Za-z0-9_-]*|\[[0-9]+\]|\[['\"][^'\"]+['\"]\])*\Z")
 _TYPE_BITS = {
     ModbusType.INT8: 8,
     ModbusType.UINT8: 8,

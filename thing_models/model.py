@@ -58,12 +58,12 @@ __all__ = [
 ]
 
 #: Property, event, service, field and component identifiers (Alibaba TSL's rule: at most 50).
-IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}$")
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,49}\Z")
 #: Model names: a dotted lowercase namespace, a slash, a lowercase name
 #: (``com.acme.energy/meter-3p``).
-MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*/[a-z][a-z0-9-]*(\.[a-z0-9-]+)*$")
+MODEL_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*/[a-z][a-z0-9-]*(\.[a-z0-9-]+)*\Z")
 _SEMVER_RE = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?\Z"
 )
 
 
@@ -83,7 +83,7 @@ class SemVer:
     @classmethod
     def parse(cls, text: str) -> SemVer:
         """Parse ``text``; raises ValueError naming the text when it is not a semantic version."""
-        match = _SEMVER_RE.match(text.strip()) if isinstance(text, str) else None
+        match = _SEMVER_RE.match(text) if isinstance(text, str) else None
         if match is None:
             raise ValueError(f"{text!r} is not a semantic version (MAJOR.MINOR.PATCH)")
         major, minor, patch, pre = match.groups()
@@ -119,7 +119,7 @@ class ModelRef:
                 f"{text!r} is not a model reference (namespace/name@version, "
                 "e.g. com.acme.energy/meter-3p@1.2.0)"
             )
-        if version and not re.match(r"^\d+(\.\d+){0,2}(-[0-9A-Za-z.-]+)?$", version):
+        if version and not re.match(r"^[0-9]+(\.[0-9]+){0,2}(-[0-9A-Za-z.-]+)?\Z", version):
             raise ValueError(f"{text!r}: version {version!r} is not MAJOR[.MINOR[.PATCH]]")
         return cls(name, version)
 
