@@ -20,7 +20,7 @@ step "Convert the energy meter to a W3C WoT Thing Description (Modbus forms)"
 thing-model convert examples/models/energy-meter-3p.yaml --to wot-td -o "$out/meter.td.json"
 python -c "import json,sys; td=json.load(open(sys.argv[1])); print('properties:', ', '.join(td['properties'])); f=td['properties']['voltage_a']['forms'][0]; print('voltage_a form:', json.dumps(f))" "$out/meter.td.json"
 
-step "Convert it to Alibaba TSL and back: nothing lost"
+step "Convert it to Alibaba TSL (what TSL cannot hold is named) and back to YAML"
 thing-model convert examples/models/energy-meter-3p.yaml --to tsl -o "$out/meter.tsl.json" || true
 thing-model convert "$out/meter.tsl.json" --to yaml | head -n 20
 

@@ -184,8 +184,9 @@ def _validate(args: argparse.Namespace, out: Console, err: Console) -> int:
                 _plural(result[plural], singular, plural) for singular, plural in _AFFORDANCES
             )
             out.print(f"[green]ok[/] {result['path']}: {result['model']} ({counts}; {protocols})")
+            out.file.flush()
             for note in result["notes"]:
-                err.print(f"{result['path']}: note: {note}", markup=False)
+                err.print(_note(result["path"], note), markup=False)
         elif not result["ok"]:
             for line in result["errors"]:
                 err.print(line, markup=False)
@@ -196,6 +197,11 @@ def _validate(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 _AFFORDANCES = (("property", "properties"), ("event", "events"), ("service", "services"))
+
+
+def _note(path: str, note: str) -> str:
+    """``path: note: ...``, unless the importer already located the note."""
+    return note if note.startswith(f"{path}: ") else f"{path}: note: {note}"
 
 
 def _plural(count: int, singular: str, plural: str) -> str:
@@ -247,7 +253,7 @@ def _convert(args: argparse.Namespace, out: Console, err: Console) -> int:
     target: ExportFormat = args.to
     exported: Exported = export_model(imported.model, target)
     for note in imported.notes:
-        err.print(f"{args.path}: note: {note}", markup=False)
+        err.print(_note(str(args.path), note), markup=False)
     for loss in exported.losses:
         err.print(f"{args.path}: warning: {target} cannot express {loss}", markup=False)
     if args.strict and exported.losses:
@@ -304,8 +310,8 @@ def _diff(args: argparse.Namespace, out: Console, err: Console) -> int:
     else:
         table = Table(title=f"{old.ref} -> {new.ref}")
         table.add_column("bump")
-        table.add_column("where")
-        table.add_column("change")
+        table.add_column("where", overflow="fold")
+        table.add_column("change", overflow="fold")
         colours = {Severity.MAJOR: "red", Severity.MINOR: "yellow", Severity.PATCH: "cyan"}
         for change in result.changes:
             colour = colours.get(change.severity, "white")
