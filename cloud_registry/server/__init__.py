@@ -1,0 +1,1 @@
+"""The registry gRPC server: servicers over the storage interface."""

@@ -1,0 +1,123 @@
+"""Who is calling: one interceptor resolves the caller of every RPC into a :class:`Principal`.
+
+Servicers read it with :func:`current_principal`. Today (plain-text mode) the caller is named by
+request metadata: ``x-edge-id`` for an edge agent, ``x-principal`` for an integrator (default
+``anonymous``). The security issue replaces :func:`resolve_principal` with mTLS identity and API
+keys, and enforces authorization with the scopes and sites carried here; servicers do not change.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc import aio
+
+__all__ = [
+    "IdentityInterceptor",
+    "Principal",
+    "current_principal",
+    "resolve_principal",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of an RPC. ``kind`` is ``edge`` or ``integrator``; ``sites`` None means all."""
+
+    kind: str
+    id: str
+    scopes: frozenset[str] = frozenset({"*"})
+    sites: frozenset[str] | None = None
+
+    @property
+    def is_edge(self) -> bool:
+        return self.kind == "edge"
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+ANONYMOUS = Principal("integrator", "anonymous")
+_current: contextvars.ContextVar[Principal] = contextvars.ContextVar(
+    "registry_principal", default=ANONYMOUS
+)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served."""
+    return _current.get()
+
+
+def resolve_principal(metadata: tuple[tuple[str, str | bytes], ...] | None) -> Principal:
+    """The caller named by plain-text metadata (see module docstring)."""
+    values = {key: value for key, value in metadata or () if isinstance(value, str)}
+    edge_id = values.get("x-edge-id", "")
+    if edge_id:
+        return Principal("edge", edge_id)
+    return Principal("integrator", values.get("x-principal", "") or "anonymous")
+
+
+Behavior = Callable[..., Any]
+
+
+class IdentityInterceptor(aio.ServerInterceptor):
+    """Sets the current principal around every handler (unary and streaming alike)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        principal = resolve_principal(handler_call_details.invocation_metadata)
+        return _wrap(handler, principal)
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any], principal: Principal
+) -> grpc.RpcMethodHandler[Any, Any]:
+    def unary(behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, context: Any) -> Any:
+            token = _current.set(principal)
+            try:
+                return await behavior(request, context)
+            finally:
+                _current.reset(token)
+
+        return wrapped
+
+    def streaming(behavior: Behavior) -> Behavior:
+        async def wrapped(request: Any, context: Any) -> Any:
+            token = _current.set(principal)
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            finally:
+                _current.reset(token)
+
+        return wrapped
+
+    h: Any = handler
+    if h.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            unary(h.unary_unary), h.request_deserializer, h.response_serializer
+        )
+    if h.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            unary(h.stream_unary), h.request_deserializer, h.response_serializer
+        )
+    if h.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            streaming(h.unary_stream), h.request_deserializer, h.response_serializer
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        streaming(h.stream_stream), h.request_deserializer, h.response_serializer
+    )

@@ -1,0 +1,1 @@
+"""Storage engines of the registry behind one interface (see base.py)."""
