@@ -67,11 +67,16 @@ __all__ = [
     "loads",
     "message_json_schema",
     "new_message_id",
+    "normalize_value",
     "now_ms",
+    "quality_from_protobuf",
+    "quality_to_protobuf",
     "to_bytes",
     "to_json_dict",
     "to_protobuf",
     "to_protobuf_batch",
+    "value_from_protobuf",
+    "value_to_protobuf",
 ]
 
 #: A JSON value as accepted in ``params``; stored values are normalized to ``list``/``dict``.
@@ -799,6 +804,37 @@ def _from_value(value: pb.Value, path: str, depth: int) -> Any:
 
 def _from_map(fields: Mapping[str, pb.Value], path: str, depth: int) -> dict[str, Any]:
     return {key: _from_value(item, _child(path, key), depth) for key, item in fields.items()}
+
+
+def normalize_value(value: object, path: str = "value") -> Any:
+    """A validated copy of a JSON value (finite floats, int64 ints, string keys, bounded
+    nesting); raises MessageError naming ``path`` and what is wrong."""
+    return _normalize(value, path, 0)
+
+
+def value_to_protobuf(value: object, path: str = "value") -> pb.Value:
+    """The protobuf form of one JSON value (validated as by :func:`normalize_value`)."""
+    out = pb.Value()
+    _fill_value(out, _normalize(value, path, 0))
+    return out
+
+
+def value_from_protobuf(value: pb.Value, path: str = "value") -> Any:
+    """The JSON value of a protobuf ``Value``; an unset or unknown kind raises MessageError."""
+    return _from_value(value, path, 0)
+
+
+def quality_to_protobuf(quality: Quality | str) -> int:
+    """The protobuf enum number of a quality (``good``, ``uncertain``, ``bad``)."""
+    return int(_QUALITY_TO_PB[_enum(Quality, quality, "quality")])
+
+
+def quality_from_protobuf(number: int) -> Quality:
+    """The quality of a protobuf enum number; unset or unknown raises MessageError."""
+    try:
+        return _QUALITY_FROM_PB[int(number)]
+    except KeyError:
+        raise MessageError(f"quality: {number} is not a known quality") from None
 
 
 def from_protobuf(message: pb.ThingMessage) -> Message:

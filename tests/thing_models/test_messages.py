@@ -673,3 +673,50 @@ def test_schema_invalid_corruptions_are_rejected_by_the_code(
             assert re.match(r"(params|param_quality|ts_ms)\b", str(error)), error
         else:
             assert strict_equal(to_json_dict(parsed), doc)
+
+
+# ---------------------------------------------------------------- single values (registry wire)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        -(2**63),
+        2**63 - 1,
+        2.0,
+        -0.0,
+        1e308,
+        "x",
+        [],
+        {},
+        {"a": [1, 2.5, None]},
+    ],
+)
+def test_single_value_round_trip(value: object) -> None:
+    from thing_models.messages import value_from_protobuf, value_to_protobuf
+
+    back = value_from_protobuf(value_to_protobuf(value))
+    assert back == value
+    assert type(back) is type(value)
+
+
+def test_single_value_rejects_what_json_cannot_carry() -> None:
+    from thing_models.messages import value_to_protobuf
+
+    with pytest.raises(MessageError, match="desired.x: nan is not allowed"):
+        value_to_protobuf({"x": float("nan")}, "desired")
+    with pytest.raises(MessageError, match="is outside"):
+        value_to_protobuf(2**63)
+
+
+def test_quality_numbers_round_trip() -> None:
+    from thing_models.messages import quality_from_protobuf, quality_to_protobuf
+
+    for name in ("good", "uncertain", "bad"):
+        assert quality_from_protobuf(quality_to_protobuf(name)) == name
+    with pytest.raises(MessageError, match="quality"):
+        quality_from_protobuf(0)
