@@ -202,11 +202,19 @@ def _point_report(
     return group, report
 
 
+def _text(r: DocumentReader, obj: Mapping[Any, Any], key: str, path: Path) -> str:
+    """A required string; an empty one is reported (the item would be dropped silently)."""
+    value = r.string(obj, key, path)
+    if obj.get(key) == "":
+        r.error((*path, key), f"{key} must not be empty", "", "a non-empty string")
+    return value
+
+
 def _target(r: DocumentReader, obj: Mapping[Any, Any], key: str, path: Path) -> str:
     if key not in obj:
         return ""
     # Component properties are named instance:property.
-    value = r.string(obj, key, path)
+    value = _text(r, obj, key, path)
     if value and not all(IDENTIFIER_RE.match(part) for part in value.split(":")):
         r.error((*path, key), f"invalid {key} name", value, "an identifier (or instance:id)")
         return ""
@@ -219,7 +227,7 @@ def _target(r: DocumentReader, obj: Mapping[Any, Any], key: str, path: Path) -> 
 def _modbus(r: DocumentReader, obj: dict[Any, Any], path: Path) -> ModbusBinding:
     r.check_keys(obj, path, _MODBUS_KEYS)
     addressing = obj.get("addressing", "zero-based")
-    if addressing not in _ADDRESSING:
+    if not isinstance(addressing, str) or addressing not in _ADDRESSING:
         r.error(
             (*path, "addressing"),
             "invalid addressing",
@@ -367,7 +375,7 @@ def _bacnet(r: DocumentReader, obj: dict[Any, Any], path: Path) -> BacnetBinding
     def point(entry: dict[Any, Any], p: Path) -> BacnetPoint | None:
         r.check_keys(entry, p, _BACNET_POINT_KEYS, required=("property", "object_type", "instance"))
         prop = _target(r, entry, "property", p)
-        object_type = r.string(entry, "object_type", p)
+        object_type = _text(r, entry, "object_type", p)
         instance = r.integer(entry, "instance", p, None, minimum=0, maximum=4194302)
         cov = r.number(entry, "cov_increment", p)
         if cov is not None and cov <= 0:
@@ -409,7 +417,7 @@ def _mqtt(r: DocumentReader, obj: dict[Any, Any], path: Path) -> MqttBinding:
             required=("property", "topic"),
         )
         prop = _target(r, entry, "property", p)
-        topic = r.string(entry, "topic", p)
+        topic = _text(r, entry, "topic", p)
         group, report = _point_report(r, entry, p)
         if not prop or not topic:
             return None
@@ -418,7 +426,7 @@ def _mqtt(r: DocumentReader, obj: dict[Any, Any], path: Path) -> MqttBinding:
     def event(entry: dict[Any, Any], p: Path) -> MqttEventRoute | None:
         r.check_keys(entry, p, ("event", "topic", "path"), required=("event", "topic"))
         name = _target(r, entry, "event", p)
-        topic = r.string(entry, "topic", p)
+        topic = _text(r, entry, "topic", p)
         if not name or not topic:
             return None
         return MqttEventRoute(name, topic, r.string(entry, "path", p))
@@ -441,7 +449,7 @@ def _coap(r: DocumentReader, obj: dict[Any, Any], path: Path) -> CoapBinding:
     def point(entry: dict[Any, Any], p: Path) -> CoapPoint | None:
         r.check_keys(entry, p, _COAP_POINT_KEYS, required=("property", "resource"))
         prop = _target(r, entry, "property", p)
-        resource = r.string(entry, "resource", p)
+        resource = _text(r, entry, "resource", p)
         group, report = _point_report(r, entry, p)
         if not prop or not resource:
             return None

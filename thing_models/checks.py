@@ -246,7 +246,14 @@ def check_schema(schema: DataSchema, path: Path) -> list[Problem]:
             )
         )
     if schema.bool_labels is not None and t is not DataType.BOOL:
-        problems.append(Problem((*path, "labels"), "labels apply only to type bool"))
+        problems.append(
+            Problem(
+                (*path, "labels"),
+                f"labels do not apply to type {t.value}",
+                None,
+                "labels only on type bool",
+            )
+        )
     if t is DataType.STRUCT:
         if not schema.fields:
             problems.append(
@@ -254,7 +261,14 @@ def check_schema(schema: DataSchema, path: Path) -> list[Problem]:
             )
         problems += _check_fields(schema.fields, (*path, "fields"))
     elif schema.fields:
-        problems.append(Problem((*path, "fields"), "fields apply only to type struct"))
+        problems.append(
+            Problem(
+                (*path, "fields"),
+                f"fields do not apply to type {t.value}",
+                None,
+                "fields only on type struct",
+            )
+        )
     if t is DataType.ARRAY:
         if schema.items is None:
             problems.append(Problem(path, "array needs items", None, "items: {type: ...}"))
@@ -270,7 +284,14 @@ def check_schema(schema: DataSchema, path: Path) -> list[Problem]:
                 )
             )
     elif schema.items is not None or schema.max_items is not None:
-        problems.append(Problem((*path, "items"), "items/max_items apply only to type array"))
+        problems.append(
+            Problem(
+                (*path, "items" if schema.items is not None else "max_items"),
+                f"items/max_items do not apply to type {t.value}",
+                None,
+                "items and max_items only on type array",
+            )
+        )
     return problems
 
 
@@ -427,7 +448,12 @@ def _check_modbus(model: ThingModel, binding: ModbusBinding, path: Path) -> list
     for i, write in enumerate(binding.services):
         spath = (*path, "services", i)
         service = model.service(write.service)
-        if service is None and ":" not in write.service:
+        if service is None and not _target_known(
+            write.service,
+            set(),
+            {c.instance for c in model.components},
+            inherits=model.extends is not None,
+        ):
             problems.append(
                 Problem(
                     (*spath, "service"),
@@ -692,7 +718,12 @@ def _check_mqtt(model: ThingModel, binding: MqttBinding, path: Path) -> list[Pro
                     )
                 )
     for i, route in enumerate(binding.events):
-        if model.event(route.event) is None and ":" not in route.event:
+        if model.event(route.event) is None and not _target_known(
+            route.event,
+            set(),
+            {c.instance for c in model.components},
+            inherits=model.extends is not None,
+        ):
             problems.append(
                 Problem(
                     (*path, "events", i, "event"),

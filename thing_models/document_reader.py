@@ -134,7 +134,14 @@ class DocumentReader:
                 )
         for key in required:
             if key not in obj:
-                self.error(path, f"missing required key {key!r}")
+                self.error(
+                    path,
+                    f"missing required key {key!r}",
+                    expected="the required keys " + ", ".join(required),
+                )
+            elif obj[key] is None:
+                # ``id:`` with nothing after it: readers would take the default and drop the item.
+                self.error((*path, key), f"required key {key!r} has no value", expected="a value")
 
     # ------------------------------------------------------------------ scalars
 

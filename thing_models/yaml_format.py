@@ -15,7 +15,7 @@ import yaml
 
 from thing_models import bindings_format, checks
 from thing_models.document_reader import DocumentReader
-from thing_models.errors import ModelLoadError
+from thing_models.errors import Diagnostic, HostileInputError, ModelLoadError, SourceLocation
 from thing_models.model import (
     IDENTIFIER_RE,
     MODEL_NAME_RE,
@@ -85,6 +85,11 @@ _TYPE_ALIASES = {
     "string": DataType.TEXT,
     "boolean": DataType.BOOL,
 }
+#: Stands in for a data schema already reported as invalid, so that what refers to it (a binding,
+#: an array's items, a struct's only field) is not reported a second time. A model holding it is
+#: never returned: the ModelLoadError is.
+_INVALID_SCHEMA = DataSchema(DataType.TEXT)
+_TYPE_NAMES = frozenset({t.value for t in DataType} | set(_TYPE_ALIASES))
 _ACCESS_ALIASES = {
     "read": Access.READ,
     "read-write": Access.READ_WRITE,
@@ -102,12 +107,18 @@ def load_model_file(path: str | FsPath, limits: Limits | None = None) -> ThingMo
     try:
         size = file.stat().st_size
         if size > limits.max_bytes:
-            # Refuse before reading a huge file into memory.
-            parse_yaml(b"x" * (limits.max_bytes + 1), str(file), limits)
+            # Refuse before reading a huge file into memory, naming its real size.
+            raise HostileInputError(
+                [
+                    Diagnostic(
+                        SourceLocation(str(file)),
+                        f"document is {size} bytes, over the limit of {limits.max_bytes} bytes",
+                        expected="a smaller file",
+                    )
+                ]
+            )
         data = file.read_bytes()
     except OSError as exc:
-        from thing_models.errors import Diagnostic, SourceLocation
-
         raise ModelLoadError(
             [Diagnostic(SourceLocation(str(file)), f"cannot read file: {exc.strerror}")]
         ) from exc
@@ -186,7 +197,7 @@ class _ModelParser:
         )
 
     def _version(self, root: Mapping[Any, Any]) -> SemVer | None:
-        if "version" not in root:
+        if root.get("version") is None:  # missing or empty: reported by check_keys
             return None
         raw = root["version"]
         try:
@@ -263,11 +274,11 @@ class _ModelParser:
         prop_id = self._identifier(obj, "id", path)
         schema = self.schema(obj, path, 0)
         access = self.r.choice(obj, "access", path, Access, Access.READ, _ACCESS_ALIASES)
-        if not prop_id or schema is None:
+        if not prop_id:
             return None
         return Property(
             id=prop_id,
-            schema=schema,
+            schema=schema or _INVALID_SCHEMA,
             title=self.r.string(obj, "title", path),
             description=self.r.string(obj, "description", path),
             access=access,
@@ -285,11 +296,11 @@ class _ModelParser:
         self.r.check_keys(obj, path, _FIELD_KEYS, required=("id", "type"))
         field_id = self._identifier(obj, "id", path)
         schema = self.schema(obj, path, depth)
-        if not field_id or schema is None:
+        if not field_id:
             return None
         return Field(
             field_id,
-            schema,
+            schema or _INVALID_SCHEMA,
             self.r.string(obj, "title", path),
             self.r.string(obj, "description", path),
             self.r.boolean(obj, "required", path, True),
@@ -356,7 +367,8 @@ class _ModelParser:
         if "type" not in obj:
             return None
         dtype = self.r.choice(obj, "type", path, DataType, DataType.TEXT, _TYPE_ALIASES)
-        if obj.get("type") not in {t.value for t in DataType} | set(_TYPE_ALIASES):
+        raw_type = obj.get("type")
+        if not isinstance(raw_type, str) or raw_type not in _TYPE_NAMES:
             return None
         r = self.r
         step = r.number(obj, "step", path)
@@ -367,10 +379,11 @@ class _ModelParser:
         fields = self._fields(obj.get("fields"), (*path, "fields"), depth + 1)
         items: DataSchema | None = None
         if "items" in obj:
+            items = _INVALID_SCHEMA
             items_obj = r.mapping(obj["items"], (*path, "items"), "a mapping with type")
             if items_obj is not None:
                 r.check_keys(items_obj, (*path, "items"), _SCHEMA_KEYS, required=("type",))
-                items = self.schema(items_obj, (*path, "items"), depth + 1)
+                items = self.schema(items_obj, (*path, "items"), depth + 1) or _INVALID_SCHEMA
         return DataSchema(
             type=dtype,
             minimum=minimum,
@@ -484,7 +497,22 @@ def model_to_dict(model: ThingModel) -> dict[str, Any]:
 
 def dump_model_yaml(model: ThingModel) -> str:
     """``model`` as YAML text in the canonical key order."""
-    return yaml.safe_dump(model_to_dict(model), sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        model_to_dict(model), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
+    )
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that double-quotes strings holding U+0085 (NEL): PyYAML writes it raw inside
+    single quotes, where every reader folds it, a line break, into a space."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = '"' if "\x85" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:
@@ -553,8 +581,9 @@ def _schema_dict(schema: DataSchema) -> dict[str, Any]:
             doc[key] = value
     if schema.enum:
         if any(m.description for m in schema.enum):
+            # value and label are required even when empty ("" is a valid enum value/label).
             doc["values"] = [
-                _strip({"value": m.value, "label": m.label, "description": m.description})
+                {"value": m.value, "label": m.label, **_strip({"description": m.description})}
                 for m in schema.enum
             ]
         else:

@@ -15,7 +15,6 @@ Deliberate differences from PyYAML's ``safe_load``:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +78,14 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # Refuse deep [[[[ / {{{{ while scanning: otherwise the scanner looks up to 1024
+        # characters ahead for a possible simple key at every level before the composer's depth
+        # check is reached.
+        if self.flow_level >= self.max_depth:
+            raise _TooDeep(self.line + 1, self.column + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         self._depth += 1
         try:
@@ -127,7 +134,8 @@ def _decode(data: bytes | str, source: str, limits: Limits) -> str:
     except UnicodeDecodeError as exc:
         before = data[: exc.start]
         line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        # Column in characters, not bytes (the bytes before the bad one are valid UTF-8).
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8")) + 1
         raise _hostile(
             source, line, column, f"byte {data[exc.start]:#04x} is not valid UTF-8", "UTF-8 text"
         ) from exc
@@ -150,7 +158,22 @@ def parse_yaml(
     """
     limits = limits or Limits()
     text = _decode(data, source, limits)
-    loader = _Loader(text)
+    try:
+        # The reader checks for unprintable characters when constructed.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ModelLoadError(
+            [
+                Diagnostic(
+                    SourceLocation(source, line, column),
+                    f"character U+{code:04X} is not allowed in YAML",
+                    expected="printable characters (tab, newline and text)",
+                )
+            ]
+        ) from exc
     loader.max_depth = limits.max_depth
     try:
         root = loader.get_single_node()
@@ -215,13 +238,32 @@ class _Builder:
         self.smap.values.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         if isinstance(node, ScalarNode):
             return self._scalar(node, path)
+        if not self._plain_tag(node, path):
+            return None
         if isinstance(node, SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, MappingNode):
             return self._mapping(node, path, depth)
         return None  # pragma: no cover - PyYAML has no other node kinds
 
+    def _plain_tag(self, node: Node, path: Path) -> bool:
+        """Only plain data: explicit tags such as !!python/object, !!binary or !!set are refused
+        (on collections PyYAML's composer would otherwise keep them silently)."""
+        if node.tag in _PLAIN_TAGS[type(node)]:
+            return True
+        self.diagnostics.append(
+            Diagnostic(
+                self._where(node),
+                f"unsupported YAML tag {node.tag!r}",
+                format_path(path),
+                expected="plain YAML data (strings, numbers, true/false, null, lists, mappings)",
+            )
+        )
+        return False
+
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
+        if not self._plain_tag(node, path):
+            return None
         try:
             return self.loader.construct_object(node, deep=False)
         except yaml.YAMLError as exc:
@@ -239,7 +281,7 @@ class _Builder:
 
     def _mapping(self, node: MappingNode, path: Path, depth: int) -> dict[Any, Any]:
         result: dict[Any, Any] = {}
-        for key_node, value_node in _merged_pairs(node, self.smap.file):
+        for key_node, value_node in self._merged_pairs(node):
             key = (
                 self.build(key_node, (*path, "<key>"), depth + 1)
                 if not isinstance(key_node, ScalarNode)
@@ -271,32 +313,62 @@ class _Builder:
             result[key] = self.build(value_node, child, depth + 1)
         return result
 
+    def _merged_pairs(self, node: MappingNode, depth: int = 0) -> list[tuple[Node, Node]]:
+        """Key/value pairs of a mapping with ``<<`` merge keys expanded (explicit keys win).
 
-def _merged_pairs(node: MappingNode, source: str, depth: int = 0) -> Iterator[tuple[Node, Node]]:
-    """Key/value pairs of a mapping with ``<<`` merge keys expanded (explicit keys win)."""
-    if depth > 16:
-        mark = node.start_mark
-        raise _hostile(
-            source,
-            mark.line + 1,
-            mark.column + 1,
-            "merge keys (<<) nested deeper than 16 levels (recursive merge?)",
-            "a document without recursive merges",
-        )
-    merged: list[tuple[Node, Node]] = []
-    own: list[tuple[Node, Node]] = []
-    for key_node, value_node in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
-            for item in sources:
-                if isinstance(item, MappingNode):
-                    merged.extend(_merged_pairs(item, source, depth + 1))
-        else:
-            own.append((key_node, value_node))
-    own_keys = {k.value for k, _ in own if isinstance(k, ScalarNode)}
-    seen: set[Any] = set()
-    for key_node, value_node in merged:
-        if key_node.value not in own_keys and key_node.value not in seen:
-            seen.add(key_node.value)
-            yield key_node, value_node
-    yield from own
+        Every merged pair counts against ``max_nodes``: merges of merges of aliases otherwise
+        cost exponential time (a "merge bomb") without building a single node."""
+        if depth > 16:
+            mark = node.start_mark
+            raise _hostile(
+                self.smap.file,
+                mark.line + 1,
+                mark.column + 1,
+                "merge keys (<<) nested deeper than 16 levels (recursive merge?)",
+                "a document without recursive merges",
+            )
+        merged: list[tuple[Node, Node]] = []
+        own: list[tuple[Node, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for item in sources:
+                    if isinstance(item, MappingNode):
+                        merged.extend(self._merged_pairs(item, depth + 1))
+                    else:
+                        self.diagnostics.append(
+                            Diagnostic(
+                                self._where(item),
+                                "merge key (<<) needs a mapping or a list of mappings",
+                                expected="<<: *anchor or <<: [*a, *b]",
+                            )
+                        )
+            else:
+                own.append((key_node, value_node))
+        self.nodes += len(merged)
+        if self.nodes > self.limits.max_nodes:
+            location = self._where(node)
+            raise _hostile(
+                self.smap.file,
+                location.line,
+                location.column,
+                f"document has more than {self.limits.max_nodes} nodes after merge expansion",
+                "a document without alias bombs",
+            )
+        own_keys = {k.value for k, _ in own if isinstance(k, ScalarNode)}
+        seen: set[Any] = set()
+        result: list[tuple[Node, Node]] = []
+        for key_node, value_node in merged:
+            if key_node.value not in own_keys and key_node.value not in seen:
+                seen.add(key_node.value)
+                result.append((key_node, value_node))
+        return result + own
+
+
+_PLAIN_TAGS: dict[type[Node], frozenset[str]] = {
+    ScalarNode: frozenset(
+        "tag:yaml.org,2002:" + name for name in ("str", "int", "float", "bool", "null")
+    ),
+    SequenceNode: frozenset({"tag:yaml.org,2002:seq"}),
+    MappingNode: frozenset({"tag:yaml.org,2002:map"}),
+}

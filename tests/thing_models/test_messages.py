@@ -707,7 +707,7 @@ def test_single_value_round_trip(value: object) -> None:
 def test_single_value_rejects_what_json_cannot_carry() -> None:
     from thing_models.messages import value_to_protobuf
 
-    with pytest.raises(MessageError, match="desired.x: nan is not allowed"):
+    with pytest.raises(MessageError, match=r"desired\.x: nan is not allowed"):
         value_to_protobuf({"x": float("nan")}, "desired")
     with pytest.raises(MessageError, match="is outside"):
         value_to_protobuf(2**63)
