@@ -1,0 +1,64 @@
+"""What every servicer is given: storage, the change hub, settings, and a way to run blocking
+storage calls off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
+
+from grpc import aio
+
+from cloud_registry.server.change_hub import ChangeHub
+from cloud_registry.storage.base import Storage
+
+__all__ = ["RegistrySettings", "ServiceContext", "ServiceRegistrar"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """Tunables of one registry replica."""
+
+    listen: str = "127.0.0.1:50051"
+    replica_id: str = "replica-1"
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_concurrent_streams: int = 1000
+    watch_retention_s: float = 24 * 3600.0
+    edge_lease_s: float = 30.0
+    default_command_ttl_s: float = 3600.0
+    default_command_timeout_s: float = 10.0
+    sync_max_in_flight: int = 8
+    sync_max_batch_messages: int = 5000
+    storage_threads: int = 8
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    """Shared by the servicers of one replica."""
+
+    storage: Storage
+    hub: ChangeHub
+    settings: RegistrySettings
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="storage")
+    )
+
+    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run a blocking (storage) call in the worker pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    @staticmethod
+    def now_ms() -> int:
+        return time.time_ns() // 1_000_000
+
+
+#: A module's ``register(server, ctx)``: adds its servicers to the gRPC server.
+ServiceRegistrar = Callable[[aio.Server, ServiceContext], None]
