@@ -122,7 +122,30 @@ def _parser() -> argparse.ArgumentParser:
         help="print the JSON Schema of the message envelope",
         description="Print the published JSON Schema of canonical messages.",
     )
+    _load_plugins(sub)
     return parser
+
+
+#: Entry-point group of extra subcommands. Each entry point is a callable
+#: ``register(subparsers) -> None`` that adds a subparser and sets its ``handler`` default to a
+#: callable ``handler(args, out, err) -> int`` (exit code). Other packages (e.g. the cloud
+#: registry's ``publish``) plug in this way, so this package imports none of them.
+PLUGIN_GROUP = "thing_model.commands"
+
+
+def _load_plugins(sub: Any) -> None:
+    from importlib.metadata import entry_points
+
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = entry_point.load()
+            register(sub)
+        except Exception as exc:  # a broken plugin must not take the built-in commands down
+            print(
+                f"thing-model: note: command {entry_point.name!r} unavailable "
+                f"({entry_point.value}): {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": _schema,
     }
     try:
+        plugin = getattr(args, "handler", None)
+        if plugin is not None:
+            code: int = plugin(args, out, err)
+            return code
         return handlers[args.command](args, out, err)
     except ThingModelError as exc:
         err.print(str(exc), markup=False)
