@@ -414,6 +414,15 @@ def _check_modbus(model: ThingModel, binding: ModbusBinding, path: Path) -> list
     for i, point in enumerate(binding.points):
         ppath = (*path, "points", i)
         problems += _check_modbus_point(model, point, ppath)
+        if not binding.zero_based and point.address == 0:
+            problems.append(
+                Problem(
+                    (*ppath, "address"),
+                    "address 0 does not exist with one-based addressing",
+                    0,
+                    "an address >= 1 (or addressing: zero-based)",
+                )
+            )
         count = point.register_count
         if point.address + count - 1 > 65535:
             problems.append(

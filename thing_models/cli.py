@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +20,7 @@ from thing_models.errors import ThingModelError
 from thing_models.formats import Exported, Imported
 from thing_models.formats.detect import EXPORT_FORMATS, ExportFormat, export_model, import_model
 from thing_models.model import MODEL_NAME_RE, ThingModel
+from thing_models.yaml_source import dump_yaml
 
 __all__ = ["main"]
 
@@ -291,7 +291,7 @@ def _convert(args: argparse.Namespace, out: Console, err: Console) -> int:
         )
         return 1
     if target == "yaml":
-        text = yaml.safe_dump(exported.document, sort_keys=False, allow_unicode=True, width=100)
+        text = dump_yaml(exported.document)
     else:
         text = json.dumps(exported.document, indent=2, ensure_ascii=False) + "\n"
     if args.output:

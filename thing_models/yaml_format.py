@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from pathlib import Path as FsPath
 from typing import Any
 
-import yaml
-
 from thing_models import bindings_format, checks
 from thing_models.document_reader import DocumentReader
 from thing_models.errors import Diagnostic, HostileInputError, ModelLoadError, SourceLocation
@@ -34,7 +32,7 @@ from thing_models.model import (
     Service,
     ThingModel,
 )
-from thing_models.yaml_source import Limits, Path, SourceMap, parse_yaml
+from thing_models.yaml_source import Limits, Path, SourceMap, dump_yaml, parse_yaml
 
 __all__ = [
     "dump_model_yaml",
@@ -497,22 +495,7 @@ def model_to_dict(model: ThingModel) -> dict[str, Any]:
 
 def dump_model_yaml(model: ThingModel) -> str:
     """``model`` as YAML text in the canonical key order."""
-    return yaml.dump(
-        model_to_dict(model), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100
-    )
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that double-quotes strings holding U+0085 (NEL): PyYAML writes it raw inside
-    single quotes, where every reader folds it, a line break, into a space."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = '"' if "\x85" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
+    return dump_yaml(model_to_dict(model))
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from thing_models.errors import Diagnostic, HostileInputError, ModelLoadError, SourceLocation
 
-__all__ = ["Limits", "Path", "SourceMap", "format_path", "parse_yaml"]
+__all__ = ["Limits", "Path", "SourceMap", "dump_yaml", "format_path", "parse_yaml"]
 
 Path = tuple[str | int, ...]
 
@@ -97,17 +97,82 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# YAML 1.2 core schema for plain scalars: only true/false are booleans, no implicit timestamps,
+# no sexagesimal (10:30) or leading-zero octal (010) integers, and 1e-3 is a float.
+_REPLACED_TAGS = ("bool", "timestamp", "int", "float")
 _Loader.yaml_implicit_resolvers = {
     first: [
         (tag, rx)
         for tag, rx in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+        if tag not in {f"tag:yaml.org,2002:{name}" for name in _REPLACED_TAGS}
     ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)\Z"), list("tTfF")
 )
+_INT_RE = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z")
+_FLOAT_RE = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))\Z"
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", _INT_RE, list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if not _INT_RE.match(text):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text!r} is not an integer", node.start_mark
+        )
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    if text.startswith("0x"):
+        return int(text[2:], 16)
+    return int(text, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    if not _FLOAT_RE.match(str(loader.construct_scalar(node))) and not _INT_RE.match(
+        str(loader.construct_scalar(node))
+    ):
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{loader.construct_scalar(node)!r} is not a number", node.start_mark
+        )
+    text = str(loader.construct_scalar(node)).lower()
+    if text.endswith(".inf"):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
+    return float(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes what :func:`parse_yaml` reads back unchanged: strings that the YAML 1.2 resolvers
+    above would take for numbers or booleans are quoted, and strings holding U+0085 (NEL) are
+    double-quoted (inside single quotes every reader folds it, a line break, into a space)."""
+
+
+_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = '"' if "\x85" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """Plain data as YAML text (keys in their given order) that :func:`parse_yaml` reads back
+    equal."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
 class _TooDeep(Exception):

@@ -433,7 +433,9 @@ class _Binder:
 
     def modbus(self) -> ModbusBinding:
         draw = self.draw
-        next_free = {table: draw(st.integers(0, 1000)) for table in ModbusTable}
+        zero_based = draw(st.booleans())
+        # One-based addressing has no address 0.
+        next_free = {table: draw(st.integers(1 - zero_based, 1000)) for table in ModbusTable}
         points = []
         for target in self.pick_targets():
             prop = self.model.property(target)
@@ -480,7 +482,7 @@ class _Binder:
             )
         return ModbusBinding(
             unit_id=draw(st.integers(0, 255)),
-            zero_based=draw(st.booleans()),
+            zero_based=zero_based,
             byte_order=draw(st.sampled_from(ByteOrder)),
             word_order=draw(st.sampled_from(ByteOrder)),
             points=tuple(points),

@@ -1521,3 +1521,15 @@ def test_mqtt_topic_problem(topic: str, filter_allowed: bool, problem: str | Non
     else:
         assert found is not None
         assert problem in found
+
+
+def test_one_based_addressing_refuses_address_zero() -> None:
+    from thing_models.yaml_format import load_model_text
+
+    text = (
+        'model: acme/x\nversion: "1.0.0"\nproperties:\n  - {id: t, type: int32}\n'
+        "bindings:\n  modbus:\n    addressing: one-based\n    points:\n"
+        "      - {property: t, table: holding_register, address: 0, type: int16}\n"
+    )
+    with pytest.raises(ModelLoadError, match=r"x\.yaml:9:.*address 0 does not exist"):
+        load_model_text(text, "x.yaml")

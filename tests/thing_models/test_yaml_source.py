@@ -409,3 +409,28 @@ def test_invalid_utf8_file(tmp_path: Path) -> None:
 
 def test_hostile_input_error_is_a_model_load_error() -> None:
     assert issubclass(HostileInputError, ModelLoadError)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 010", 10),  # YAML 1.2: decimal, not octal
+        ("a: 0o17", 15),
+        ("a: 0x1F", 31),
+        ("a: 10:30", "10:30"),  # no sexagesimal integers
+        ("a: 1e-3", 0.001),  # a float, not a string
+        ("a: 12e3", 12000.0),
+        ("a: .5", 0.5),
+        ("a: 1_000", "1_000"),  # no underscores in numbers
+        ("a: +5", 5),
+    ],
+)
+def test_yaml_12_numbers(text: str, expected: object) -> None:
+    value = parse_yaml(text, "n.yaml")[0]["a"]
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_explicit_number_tags_with_garbage_are_located_errors() -> None:
+    with pytest.raises(ModelLoadError, match=r"n\.yaml:1:4: .*'abc' is not an integer"):
+        parse_yaml("a: !!int abc", "n.yaml")
