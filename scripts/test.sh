@@ -6,6 +6,19 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
+# The PostgreSQL engine's tests start a throwaway server (tests/cloud_registry/pg_cluster.py):
+# install the server binaries (Debian package postgresql) when they are missing.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    echo "test.sh: installing the Debian package postgresql (server for the tests)" >&2
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+        sudo_cmd=(sudo)
+    fi
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
 echo "== ruff" >&2
 ruff check .
 ruff format --check . >/dev/null || { ruff format --check . ; exit 1; }

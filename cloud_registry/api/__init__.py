@@ -1,0 +1,98 @@
+"""The registry's wire contract and its thin client, importable without the server.
+
+``cloud_registry.api.v1`` holds the .proto files and their generated code;
+:class:`AsyncRegistryClient` and :class:`RegistryClient` call them and return the typed results
+of :mod:`cloud_registry.api.types`, raising the exceptions of :mod:`cloud_registry.api.errors`.
+"""
+
+from __future__ import annotations
+
+from cloud_registry.api.client import (
+    DEFAULT_TARGET,
+    AsyncRegistryClient,
+    AsyncWatchStream,
+    OfflinePolicy,
+    RegistryClient,
+    WatchStream,
+)
+from cloud_registry.api.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    PreconditionFailed,
+    RegistryError,
+    ResourceExhausted,
+    StaleRevision,
+    Unauthenticated,
+    Unavailable,
+)
+from cloud_registry.api.types import (
+    Change,
+    ChangeKind,
+    Command,
+    CommandKind,
+    CommandStatus,
+    Device,
+    Event,
+    ExportedModel,
+    History,
+    HistoryBucket,
+    HistoryPoint,
+    Location,
+    Model,
+    ModelChange,
+    ModelDiff,
+    ModelSummary,
+    Page,
+    PropertyState,
+    PublishedModel,
+    Twin,
+    TwinChange,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "AlreadyExists",
+    "AsyncRegistryClient",
+    "AsyncWatchStream",
+    "Change",
+    "ChangeKind",
+    "Command",
+    "CommandKind",
+    "CommandStatus",
+    "DeadlineExceeded",
+    "Device",
+    "Event",
+    "ExportedModel",
+    "FieldViolation",
+    "History",
+    "HistoryBucket",
+    "HistoryPoint",
+    "InvalidArgument",
+    "Location",
+    "Model",
+    "ModelChange",
+    "ModelDiff",
+    "ModelSummary",
+    "NotFound",
+    "OfflinePolicy",
+    "OutOfRange",
+    "Page",
+    "PermissionDenied",
+    "PreconditionFailed",
+    "PropertyState",
+    "PublishedModel",
+    "RegistryClient",
+    "RegistryError",
+    "ResourceExhausted",
+    "StaleRevision",
+    "Twin",
+    "TwinChange",
+    "Unauthenticated",
+    "Unavailable",
+    "WatchStream",
+]

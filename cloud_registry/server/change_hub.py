@@ -145,8 +145,11 @@ class ChangeHub:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as its inner wait completes (CPython gh-86296), and stop() would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._poll_interval_s)
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self._drain()

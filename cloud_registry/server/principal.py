@@ -98,8 +98,12 @@ def _wrap(
         async def wrapped(request: Any, context: Any) -> Any:
             token = _current.set(principal)
             try:
-                async for item in behavior(request, context):
-                    yield item
+                result = behavior(request, context)
+                if hasattr(result, "__aiter__"):  # an async generator yields the responses
+                    async for item in result:
+                        yield item
+                else:  # a coroutine that writes with context.write (e.g. health Watch)
+                    await result
             finally:
                 _current.reset(token)
 
