@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import select
 import threading
 import time
@@ -95,6 +94,19 @@ from cloud_registry.storage.cursors import (
     version_sort_key,
 )
 from cloud_registry.storage.label_selector import validate_requirements
+from cloud_registry.storage.records import (
+    canonical_json,
+    command_from_row,
+    command_payload,
+    device_from_row,
+    device_payload,
+    dump_json,
+    event_from_row,
+    event_payload,
+    model_from_row,
+    numeric_value,
+    property_payload,
+)
 
 __all__ = ["CHANGE_LOCK", "NOTIFY_CHANNEL", "PARTITION_LOCK", "PostgresStorage"]
 
@@ -131,28 +143,6 @@ _RETRYABLE = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # --------------------------------------------------------------------------- helpers
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def _numeric(value: Any) -> float | None:
-    """The number history buckets aggregate (bool as 0/1), or None for non-numbers."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, int):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
 def _month(ts_ms: int) -> int:
     """The month index ``year * 12 + month - 1`` (UTC) of ``ts_ms``."""
     moment = datetime.fromtimestamp(ts_ms / 1000, UTC)
@@ -175,130 +165,6 @@ def _valid_ts(ts_ms: int) -> bool:
     except (OverflowError, OSError, ValueError):
         return False
     return 1 <= year < 9999
-
-
-def _device_payload(d: DeviceRecord) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "model": d.model,
-        "edge_id": d.edge_id,
-        "site": d.site,
-        "building": d.building,
-        "labels": dict(d.labels),
-        "location": {
-            "latitude": d.location.latitude,
-            "longitude": d.location.longitude,
-            "floor": d.location.floor,
-            "room": d.location.room,
-        },
-        "online": d.online,
-        "revision": d.revision,
-        "created_ms": d.created_ms,
-        "updated_ms": d.updated_ms,
-        "last_seen_ms": d.last_seen_ms,
-    }
-
-
-def _event_payload(e: EventEntry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "device_id": e.device_id,
-        "name": e.name,
-        "level": e.level,
-        "ts_ms": e.ts_ms,
-        "params": dict(e.params),
-        "acknowledged": e.acknowledged,
-        "acknowledged_by": e.acknowledged_by,
-        "acknowledged_ms": e.acknowledged_ms,
-        "comment": e.comment,
-    }
-
-
-def _command_payload(c: CommandEntry) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "device_id": c.device_id,
-        "edge_id": c.edge_id,
-        "kind": c.kind,
-        "service": c.service,
-        "params": dict(c.params),
-        "status": str(c.status),
-        "created_ms": c.created_ms,
-        "expires_ms": c.expires_ms,
-        "updated_ms": c.updated_ms,
-        "result": dict(c.result),
-        "error": c.error,
-        "sequence": c.sequence,
-    }
-
-
-def _property_payload(value: str, ts_ms: int, quality: str) -> dict[str, Any]:
-    return {"value": json.loads(value), "ts_ms": ts_ms, "quality": quality}
-
-
-def _device_row(row: Sequence[Any]) -> DeviceRecord:
-    return DeviceRecord(
-        id=row[0],
-        model=row[1],
-        edge_id=row[2],
-        site=row[3],
-        building=row[4],
-        labels=dict(row[5]),
-        location=Location(row[6], row[7], row[8], row[9]),
-        online=row[10],
-        revision=row[11],
-        created_ms=row[12],
-        updated_ms=row[13],
-        last_seen_ms=row[14],
-    )
-
-
-def _event_row(row: Sequence[Any]) -> EventEntry:
-    return EventEntry(
-        id=row[0],
-        device_id=row[1],
-        name=row[2],
-        level=row[3],
-        ts_ms=row[4],
-        params=json.loads(row[5]),
-        acknowledged=row[6],
-        acknowledged_by=row[7],
-        acknowledged_ms=row[8],
-        comment=row[9],
-    )
-
-
-def _command_row(row: Sequence[Any]) -> CommandEntry:
-    return CommandEntry(
-        id=row[0],
-        device_id=row[1],
-        edge_id=row[2],
-        kind=row[3],
-        service=row[4],
-        params=json.loads(row[5]),
-        status=CommandStatus(row[6]),
-        created_ms=row[7],
-        expires_ms=row[8],
-        updated_ms=row[9],
-        result=json.loads(row[10]),
-        error=row[11],
-        sequence=row[12],
-    )
-
-
-def _model_row(row: Sequence[Any]) -> ModelEntry:
-    return ModelEntry(
-        name=row[0],
-        version=row[1],
-        document=json.loads(row[2]),
-        published_ms=row[3],
-        title=row[4],
-        vendor=row[5],
-        description=row[6],
-        property_count=row[7],
-        event_count=row[8],
-        service_count=row[9],
-    )
 
 
 @dataclass(slots=True)
@@ -495,7 +361,7 @@ class PostgresStorage:
                     "site": [c.site for c in changes],
                     "model": [c.model for c in changes],
                     "edge": [c.edge_id for c in changes],
-                    "payload": [_dumps(c.payload) for c in changes],
+                    "payload": [dump_json(c.payload) for c in changes],
                 },
             )
             tx.cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, self._token))
@@ -631,8 +497,8 @@ class PostgresStorage:
     # ------------------------------------------------------------------ models
 
     def put_model(self, entry: ModelEntry) -> tuple[ModelEntry, bool]:
-        document = _dumps(entry.document)
-        key = _canonical(entry.document)
+        document = dump_json(entry.document)
+        key = canonical_json(entry.document)
 
         def work(tx: _Tx) -> tuple[ModelEntry, bool]:
             tx.cur.execute(
@@ -668,7 +534,7 @@ class PostgresStorage:
                     raise AlreadyExists(
                         f"model {entry.name}@{entry.version} exists with another document"
                     )
-                return _model_row(row), True
+                return model_from_row(row), True
             tx.changes.append(
                 _Change(
                     ChangeKind.MODEL_PUBLISHED,
@@ -702,7 +568,7 @@ class PostgresStorage:
             if row is None:
                 ref = f"{name}@{version}" if version else name
                 raise NotFound(f"model {ref} not found")
-            return _model_row(row)
+            return model_from_row(row)
 
         return self._read(work)
 
@@ -717,7 +583,7 @@ class PostgresStorage:
                     ORDER BY name, version_key DESC LIMIT %s""",
                 (name_prefix, after[0] if after else "", limit + 1),
             ).fetchall()
-            items = tuple(_model_row(r) for r in rows[:limit])
+            items = tuple(model_from_row(r) for r in rows[:limit])
             more = len(rows) > limit
             return Page(items, encode_cursor(MODELS, [items[-1].name]) if more else "")
 
@@ -729,7 +595,7 @@ class PostgresStorage:
                 f"SELECT {_MODEL_COLUMNS} FROM models WHERE name = %s ORDER BY version_key DESC",
                 (name,),
             ).fetchall()
-            return [_model_row(r) for r in rows]
+            return [model_from_row(r) for r in rows]
 
         return self._read(work)
 
@@ -787,7 +653,7 @@ class PostgresStorage:
 
     @staticmethod
     def _device_change(kind: ChangeKind, d: DeviceRecord, now_ms: int) -> _Change:
-        return _Change(kind, now_ms, d.id, d.site, d.model, d.edge_id, _device_payload(d))
+        return _Change(kind, now_ms, d.id, d.site, d.model, d.edge_id, device_payload(d))
 
     def get_device(self, device_id: str) -> DeviceRecord:
         def work(conn: psycopg.Connection[Any]) -> DeviceRecord:
@@ -796,7 +662,7 @@ class PostgresStorage:
             ).fetchone()
             if row is None:
                 raise NotFound(f"device {device_id} not found")
-            return _device_row(row)
+            return device_from_row(row)
 
         return self._read(work)
 
@@ -809,7 +675,7 @@ class PostgresStorage:
             rows = conn.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ANY(%s)", (ids,)
             ).fetchall()
-            return {r[0]: _device_row(r) for r in rows}
+            return {r[0]: device_from_row(r) for r in rows}
 
         return self._read(work)
 
@@ -894,7 +760,7 @@ class PostgresStorage:
 
         def work(conn: psycopg.Connection[Any]) -> Page[DeviceRecord]:
             rows = conn.execute(sql, params).fetchall()
-            items = tuple(_device_row(r) for r in rows[:limit])
+            items = tuple(device_from_row(r) for r in rows[:limit])
             more = len(rows) > limit
             return Page(items, encode_cursor(DEVICES, [items[-1].id]) if more else "")
 
@@ -907,7 +773,7 @@ class PostgresStorage:
         row = tx.cur.fetchone()
         if row is None:
             raise NotFound(f"device {device_id} not found")
-        current = _device_row(row)
+        current = device_from_row(row)
         if expected_revision and expected_revision != current.revision:
             raise StaleRevision(
                 f"device {device_id} is at revision {current.revision}, not {expected_revision}",
@@ -1005,7 +871,7 @@ class PostgresStorage:
                 (now_ms, ids, [bool(states[i]) for i in ids], edge_id),
             )
             for row in sorted(tx.cur.fetchall()):
-                device = _device_row(row)
+                device = device_from_row(row)
                 tx.changes.append(self._device_change(ChangeKind.DEVICE_UPDATED, device, now_ms))
 
         self._write(work)
@@ -1025,7 +891,7 @@ class PostgresStorage:
                             d.edge_id,
                             d.site,
                             d.building,
-                            _dumps(dict(d.labels)),
+                            dump_json(dict(d.labels)),
                             loc.latitude,
                             loc.longitude,
                             loc.floor,
@@ -1109,7 +975,7 @@ class PostgresStorage:
                        ON CONFLICT (device_id, property) DO UPDATE
                        SET value = excluded.value, ts_ms = excluded.ts_ms,
                            quality = excluded.quality""",
-                    (device_id, now_ms, kept, [_dumps(values[n]) for n in kept]),
+                    (device_id, now_ms, kept, [dump_json(values[n]) for n in kept]),
                 )
             tx.cur.execute(
                 "UPDATE devices SET twin_revision = twin_revision + 1 WHERE id = %s",
@@ -1224,7 +1090,7 @@ class PostgresStorage:
 
         def work(conn: psycopg.Connection[Any]) -> Page[EventEntry]:
             rows = conn.execute(sql, params).fetchall()
-            items = tuple(_event_row(r) for r in rows[:limit])
+            items = tuple(event_from_row(r) for r in rows[:limit])
             more = len(rows) > limit
             last = items[-1] if items else None
             token = encode_cursor(EVENTS, [last.ts_ms, last.id]) if more and last else ""
@@ -1240,7 +1106,7 @@ class PostgresStorage:
             row = tx.cur.fetchone()
             if row is None:
                 raise NotFound(f"event {event_id} not found")
-            event = _event_row(row)
+            event = event_from_row(row)
             if event.acknowledged:
                 return event
             tx.cur.execute(
@@ -1270,7 +1136,7 @@ class PostgresStorage:
                     site,
                     model,
                     edge,
-                    _event_payload(acked),
+                    event_payload(acked),
                 )
             )
             return acked
@@ -1364,8 +1230,8 @@ class PostgresStorage:
                             v.device_id,
                             v.property,
                             v.ts_ms,
-                            _dumps(v.value),
-                            _numeric(v.value),
+                            dump_json(v.value),
+                            numeric_value(v.value),
                             v.quality,
                         )
                     )
@@ -1391,13 +1257,13 @@ class PostgresStorage:
                 (
                     [k[0] for k in keys],
                     [k[1] for k in keys],
-                    [_dumps(newest[k].value) for k in keys],
+                    [dump_json(newest[k].value) for k in keys],
                     [newest[k].ts_ms for k in keys],
                     [newest[k].quality for k in keys],
                 ),
             )
             for dev, prop, value, ts, quality in cur.fetchall():
-                changed.setdefault(dev, {})[prop] = _property_payload(value, ts, quality)
+                changed.setdefault(dev, {})[prop] = property_payload(value, ts, quality)
 
         stored_events: list[EventEntry] = []
         events = [e for e in batch.events if e.device_id in known]
@@ -1421,7 +1287,7 @@ class PostgresStorage:
                     [e.name for e in events],
                     [e.level for e in events],
                     [e.ts_ms for e in events],
-                    [_dumps(e.params) for e in events],
+                    [dump_json(e.params) for e in events],
                     [e.acknowledged for e in events],
                     [e.acknowledged_by for e in events],
                     [e.acknowledged_ms for e in events],
@@ -1469,7 +1335,7 @@ class PostgresStorage:
                     site,
                     model,
                     edge,
-                    _event_payload(event),
+                    event_payload(event),
                 )
             )
         return IngestResult(
@@ -1537,12 +1403,12 @@ class PostgresStorage:
             c.edge_id,
             c.kind,
             c.service,
-            _dumps(dict(c.params)),
+            dump_json(dict(c.params)),
             str(c.status),
             c.created_ms,
             c.expires_ms,
             c.updated_ms,
-            _dumps(dict(c.result)),
+            dump_json(dict(c.result)),
             c.error,
             c.sequence,
         )
@@ -1556,7 +1422,7 @@ class PostgresStorage:
             site,
             model,
             c.edge_id,
-            _command_payload(c),
+            command_payload(c),
         )
 
     def get_command(self, command_id: str) -> CommandEntry:
@@ -1566,7 +1432,7 @@ class PostgresStorage:
             ).fetchone()
             if row is None:
                 raise NotFound(f"command {command_id} not found")
-            return _command_row(row)
+            return command_from_row(row)
 
         return self._read(work)
 
@@ -1588,7 +1454,7 @@ class PostgresStorage:
             row = tx.cur.fetchone()
             if row is None:
                 raise NotFound(f"command {command_id} not found")
-            current = _command_row(row)
+            current = command_from_row(row)
             if current.status.final:
                 return current
             updated = CommandEntry(
@@ -1608,14 +1474,14 @@ class PostgresStorage:
             )
             if (
                 status == current.status
-                and _canonical(dict(updated.result)) == _canonical(dict(current.result))
+                and canonical_json(dict(updated.result)) == canonical_json(dict(current.result))
                 and updated.error == current.error
             ):
                 return current
             tx.cur.execute(
                 """UPDATE commands SET status = %s, updated_ms = %s, result = %s, error = %s
                    WHERE id = %s""",
-                (str(status), now_ms, _dumps(dict(updated.result)), updated.error, command_id),
+                (str(status), now_ms, dump_json(dict(updated.result)), updated.error, command_id),
             )
             tx.changes.append(self._command_change(tx, updated, now_ms))
             return updated
@@ -1630,7 +1496,7 @@ class PostgresStorage:
                     ORDER BY sequence""",
                 (edge_id, now_ms),
             ).fetchall()
-            return [_command_row(r) for r in rows]
+            return [command_from_row(r) for r in rows]
 
         return self._read(work)
 
@@ -1642,7 +1508,7 @@ class PostgresStorage:
                     RETURNING {_COMMAND_COLUMNS}""",
                 (now_ms, now_ms),
             )
-            expired = sorted((_command_row(r) for r in tx.cur.fetchall()), key=lambda c: c.id)
+            expired = sorted((command_from_row(r) for r in tx.cur.fetchall()), key=lambda c: c.id)
             for command in expired:
                 tx.changes.append(self._command_change(tx, command, now_ms))
             return len(expired)

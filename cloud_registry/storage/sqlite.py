@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sqlite3
 import threading
 import uuid
@@ -81,6 +80,19 @@ from cloud_registry.storage.cursors import (
     version_sort_key,
 )
 from cloud_registry.storage.label_selector import validate_requirements
+from cloud_registry.storage.records import (
+    canonical_json,
+    command_from_row,
+    command_payload,
+    device_from_row,
+    device_payload,
+    dump_json,
+    encode_json_string,
+    event_from_row,
+    event_payload,
+    model_from_row,
+    numeric_value,
+)
 
 __all__ = [
     "SqliteStorage",
@@ -117,174 +129,6 @@ _ACTIVE = (CommandStatus.QUEUED.value, CommandStatus.SENT.value)
 #: Rows ``history_recent`` gathers before they move to ``history`` (see migrations_sqlite).
 HISTORY_BUFFER_ROWS = 100_000
 _HISTORY_COLS = "device_id, property, ts_ms, num, value, quality"
-
-
-# --------------------------------------------------------------------------- JSON helpers
-
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring
-
-
-def dump_json(value: Any) -> str:
-    """The compact JSON text of ``value`` (fast for scalars; ``2`` and ``2.0`` stay apart)."""
-    kind = type(value)
-    if kind is str:
-        return _encode_str(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and math.isfinite(value):
-        return float.__repr__(value)
-    if kind is bool:
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def _number(value: Any) -> float | None:
-    """The REAL stored for bucket aggregates: numbers and bools, else None."""
-    kind = type(value)
-    if kind is float:
-        return None if math.isnan(value) else float(value)
-    if kind is int or kind is bool:
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-# --------------------------------------------------------------------------- payloads
-
-
-def device_payload(device: DeviceRecord) -> dict[str, Any]:
-    """A device as plain JSON data (change payloads)."""
-    loc = device.location
-    return {
-        "id": device.id,
-        "model": device.model,
-        "edge_id": device.edge_id,
-        "site": device.site,
-        "building": device.building,
-        "labels": dict(device.labels),
-        "location": {
-            "latitude": loc.latitude,
-            "longitude": loc.longitude,
-            "floor": loc.floor,
-            "room": loc.room,
-        },
-        "online": device.online,
-        "revision": device.revision,
-        "created_ms": device.created_ms,
-        "updated_ms": device.updated_ms,
-        "last_seen_ms": device.last_seen_ms,
-    }
-
-
-def event_payload(event: EventEntry) -> dict[str, Any]:
-    """An event as plain JSON data (change payloads)."""
-    return {
-        "id": event.id,
-        "device_id": event.device_id,
-        "name": event.name,
-        "level": event.level,
-        "ts_ms": event.ts_ms,
-        "params": dict(event.params),
-        "acknowledged": event.acknowledged,
-        "acknowledged_by": event.acknowledged_by,
-        "acknowledged_ms": event.acknowledged_ms,
-        "comment": event.comment,
-    }
-
-
-def command_payload(command: CommandEntry) -> dict[str, Any]:
-    """A command as plain JSON data (change payloads); ``status`` as its string value."""
-    return {
-        "id": command.id,
-        "device_id": command.device_id,
-        "edge_id": command.edge_id,
-        "kind": command.kind,
-        "service": command.service,
-        "params": dict(command.params),
-        "status": command.status.value,
-        "created_ms": command.created_ms,
-        "expires_ms": command.expires_ms,
-        "updated_ms": command.updated_ms,
-        "result": dict(command.result),
-        "error": command.error,
-        "sequence": command.sequence,
-    }
-
-
-# --------------------------------------------------------------------------- row decoding
-
-
-def _device(row: Sequence[Any]) -> DeviceRecord:
-    return DeviceRecord(
-        id=row[0],
-        model=row[1],
-        edge_id=row[2],
-        site=row[3],
-        building=row[4],
-        labels=json.loads(row[5]),
-        location=Location(row[6], row[7], row[8], row[9]),
-        online=bool(row[10]),
-        revision=row[11],
-        created_ms=row[12],
-        updated_ms=row[13],
-        last_seen_ms=row[14],
-    )
-
-
-def _event(row: Sequence[Any]) -> EventEntry:
-    return EventEntry(
-        id=row[0],
-        device_id=row[1],
-        name=row[2],
-        level=row[3],
-        ts_ms=row[4],
-        params=json.loads(row[5]),
-        acknowledged=bool(row[6]),
-        acknowledged_by=row[7],
-        acknowledged_ms=row[8],
-        comment=row[9],
-    )
-
-
-def _command(row: Sequence[Any]) -> CommandEntry:
-    return CommandEntry(
-        id=row[0],
-        device_id=row[1],
-        edge_id=row[2],
-        kind=row[3],
-        service=row[4],
-        params=json.loads(row[5]),
-        status=CommandStatus(row[6]),
-        created_ms=row[7],
-        expires_ms=row[8],
-        updated_ms=row[9],
-        result=json.loads(row[10]),
-        error=row[11],
-        sequence=row[12],
-    )
-
-
-def _model(row: Sequence[Any]) -> ModelEntry:
-    return ModelEntry(
-        name=row[0],
-        version=row[1],
-        document=json.loads(row[2]),
-        published_ms=row[3],
-        title=row[4],
-        vendor=row[5],
-        description=row[6],
-        property_count=row[7],
-        event_count=row[8],
-        service_count=row[9],
-    )
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -516,7 +360,7 @@ class SqliteStorage:
     # ---- models
 
     def put_model(self, entry: ModelEntry) -> tuple[ModelEntry, bool]:
-        document = _canonical(dict(entry.document))
+        document = canonical_json(dict(entry.document))
 
         def work(tx: _Tx) -> tuple[ModelEntry, bool]:
             row = tx.conn.execute(
@@ -525,7 +369,7 @@ class SqliteStorage:
             ).fetchone()
             if row is not None:
                 if row[2] == document:
-                    return _model(row), True
+                    return model_from_row(row), True
                 raise AlreadyExists(
                     f"model {entry.name}@{entry.version} exists with another document"
                 )
@@ -589,7 +433,7 @@ class SqliteStorage:
         if not rows:
             ref = f"{name}@{version}" if version else name
             raise NotFound(f"model {ref} not found")
-        return _model(rows[0])
+        return model_from_row(rows[0])
 
     def list_models(self, name_prefix: str, cursor: str, limit: int) -> Page[ModelEntry]:
         key = decode_cursor(cursor, MODELS, (str,))
@@ -606,7 +450,7 @@ class SqliteStorage:
         sql += " ORDER BY m.name LIMIT ?"
         params.append(limit + 1)
         rows = self._query(sql, params)
-        items = tuple(_model(r) for r in rows[:limit])
+        items = tuple(model_from_row(r) for r in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_cursor(MODELS, [items[-1].name]) if more else "")
 
@@ -615,7 +459,7 @@ class SqliteStorage:
             f"SELECT {_MODEL_COLS} FROM models WHERE name = ? ORDER BY version_key DESC",
             (name,),
         )
-        return [_model(r) for r in rows]
+        return [model_from_row(r) for r in rows]
 
     # ---- devices
 
@@ -626,7 +470,7 @@ class SqliteStorage:
         ).fetchone()
         if row is None:
             raise NotFound(f"device {device_id} not found")
-        return _device(row)
+        return device_from_row(row)
 
     @staticmethod
     def _write_labels(conn: sqlite3.Connection, device_id: str, labels: Mapping[str, str]) -> None:
@@ -670,7 +514,7 @@ class SqliteStorage:
                     record.edge_id,
                     record.site,
                     record.building,
-                    _canonical(dict(record.labels)),
+                    canonical_json(dict(record.labels)),
                     loc.latitude,
                     loc.longitude,
                     loc.floor,
@@ -692,7 +536,7 @@ class SqliteStorage:
         rows = self._query(f"SELECT {_DEVICE_COLS} FROM devices AS d WHERE d.id = ?", (device_id,))
         if not rows:
             raise NotFound(f"device {device_id} not found")
-        return _device(rows[0])
+        return device_from_row(rows[0])
 
     def get_devices(self, device_ids: Sequence[str]) -> dict[str, DeviceRecord]:
         ids = list(dict.fromkeys(device_ids))
@@ -704,7 +548,7 @@ class SqliteStorage:
                     list(chunk),
                 )
                 for row in rows:
-                    result[row[0]] = _device(row)
+                    result[row[0]] = device_from_row(row)
         return result
 
     def list_devices(self, flt: DeviceFilter, cursor: str, limit: int) -> Page[DeviceRecord]:
@@ -731,7 +575,7 @@ class SqliteStorage:
             return Page(())
         sql, params = built
         rows = self._query(sql, params)
-        items = tuple(_device(r) for r in rows[:limit])
+        items = tuple(device_from_row(r) for r in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_cursor(DEVICES, [items[-1].id]) if more else "")
 
@@ -778,7 +622,7 @@ class SqliteStorage:
                     record.edge_id,
                     record.site,
                     record.building,
-                    _canonical(labels),
+                    canonical_json(labels),
                     location.latitude,
                     location.longitude,
                     location.floor,
@@ -832,7 +676,7 @@ class SqliteStorage:
                     [edge_id, *chunk],
                 ).fetchall()
                 for row in rows:
-                    device = _device(row)
+                    device = device_from_row(row)
                     online = bool(states[device.id])
                     if device.online == online:
                         continue
@@ -1036,7 +880,7 @@ class SqliteStorage:
         sql += " ORDER BY ts_ms DESC, id DESC LIMIT ?"
         params.append(limit + 1)
         rows = self._query(sql, params)
-        items = tuple(_event(r) for r in rows[:limit])
+        items = tuple(event_from_row(r) for r in rows[:limit])
         more = len(rows) > limit
         cursor_out = encode_cursor(EVENTS, [items[-1].ts_ms, items[-1].id]) if more else ""
         return Page(items, cursor_out)
@@ -1048,7 +892,7 @@ class SqliteStorage:
             ).fetchone()
             if row is None:
                 raise NotFound(f"event {event_id} not found")
-            event = _event(row)
+            event = event_from_row(row)
             if event.acknowledged:
                 return event
             tx.conn.execute(
@@ -1195,7 +1039,7 @@ class SqliteStorage:
         rows = self._query(f"SELECT {_COMMAND_COLS} FROM commands WHERE id = ?", (command_id,))
         if not rows:
             raise NotFound(f"command {command_id} not found")
-        return _command(rows[0])
+        return command_from_row(rows[0])
 
     def update_command(
         self,
@@ -1213,14 +1057,14 @@ class SqliteStorage:
             ).fetchone()
             if row is None:
                 raise NotFound(f"command {command_id} not found")
-            current = _command(row)
+            current = command_from_row(row)
             if current.status.final:
                 return current
             new_result = dict(result) if result is not None else dict(current.result)
             new_error = error or current.error
             if (
                 status == current.status
-                and _canonical(new_result) == _canonical(dict(current.result))
+                and canonical_json(new_result) == canonical_json(dict(current.result))
                 and new_error == current.error
             ):
                 return current
@@ -1255,7 +1099,7 @@ class SqliteStorage:
             "AND (expires_ms = 0 OR expires_ms > ?) ORDER BY sequence",
             (edge_id, CommandStatus.QUEUED.value, now_ms),
         )
-        return [_command(r) for r in rows]
+        return [command_from_row(r) for r in rows]
 
     def expire_commands(self, now_ms: int) -> int:
         def work(tx: _Tx) -> int:
@@ -1265,7 +1109,7 @@ class SqliteStorage:
                 (*_ACTIVE, now_ms),
             ).fetchall()
             for row in rows:
-                current = _command(row)
+                current = command_from_row(row)
                 expired = CommandEntry(
                     id=current.id,
                     device_id=current.device_id,
@@ -1552,7 +1396,7 @@ def _ingest(
                 device_id,
                 prop,
                 ts,
-                value if type(value) is float else _number(value),
+                value if type(value) is float else numeric_value(value),
                 text,
                 v.quality,
             )
@@ -1648,7 +1492,7 @@ def _ingest(
     # one TWIN_REPORTED change per device, in the order the devices first appear
     by_device: dict[str, list[str]] = {
         device_id: [
-            f'{_encode_str(prop)}:{{"value":{text},"ts_ms":{ts},"quality":{_encode_str(q)}}}'
+            f'{encode_json_string(prop)}:{{"value":{text},"ts_ms":{ts},"quality":{encode_json_string(q)}}}'
             for prop, (text, ts, q) in props.items()
         ]
         for device_id, props in winners.items()

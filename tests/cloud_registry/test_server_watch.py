@@ -323,6 +323,9 @@ def test_the_replica_prunes_changes_past_retention(storage: Storage) -> None:
         # a client at the newest token loses nothing: it resumes
         latest = str(reg.storage.latest_change_seq())
         resumed = watch(reg, resume_token=latest)
+        # The stream must be subscribed before d2 is registered: with a 0.3 s retention the
+        # change could otherwise be pruned before the resume is checked (correctly refused).
+        wait_until(lambda: reg.server.watch_streams == 1)
         reg.register("d2")
         assert take(resumed, 1)[0].device_id == "d2"
         resumed.cancel()
