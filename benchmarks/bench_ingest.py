@@ -370,10 +370,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def history_rows(path: str) -> int:
+    """History rows stored: the engine keeps recent rows in ``history_recent`` and moves them
+    into ``history`` in sorted runs, so both tables count."""
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        return int(conn.execute("SELECT count(*) FROM history").fetchone()[0])
+        return sum(
+            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+            for table in ("history", "history_recent")
+        )
 
 
 def machine() -> str:

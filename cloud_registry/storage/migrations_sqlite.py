@@ -8,12 +8,13 @@ Schema at a glance (version 1):
 * ``device_labels(key, value, device_id)`` WITHOUT ROWID (its primary key drives ``key=value``
   selectors in id order) plus ``(device_id, key)`` for the per-device EXISTS checks.
 * ``twin_reported`` / ``twin_desired`` WITHOUT ROWID keyed by ``(device_id, property)``.
-* ``history`` + ``history_recent``: rowid tables, each indexed ``(device_id, property,
-  ts_ms)``; ``num`` REAL (NULL for non-numeric; bool as 0/1) next to the exact JSON text.
-  Ingest appends to the small ``history_recent``; when it holds enough rows they move to
-  ``history`` in series order in one go (two-level, LSM-like): appending a batch straight into
-  one big series-ordered index dirties one page per series per batch (10,000 pages, 40 MB of
-  WAL, for 10,000 series) once each series outgrows a page.
+* ``history`` + ``history_recent``: rowid tables; ``history`` indexed ``(device_id, property,
+  ts_ms)``, ``history_recent`` an append-only heap (version 2 dropped its index); ``num`` REAL
+  (NULL for non-numeric; bool as 0/1) next to the exact JSON text. Ingest appends to the small
+  ``history_recent``; when it holds enough rows they move to ``history`` in series order in
+  one go (two-level, LSM-like): appending a batch straight into one big series-ordered index
+  dirties one page per series per batch (10,000 pages, 40 MB of WAL, for 10,000 series) once
+  each series outgrows a page.
 * ``events`` indexed for the newest-first listings: ``(ts_ms, id)``, ``(device_id, ts_ms,
   id)``, ``(site, ts_ms, id)``.
 * ``commands`` with a unique ``(edge_id, sequence)``; ``edges`` holds the per-edge command
@@ -181,7 +182,13 @@ _V1 = (
 )
 
 #: The SQLite schema steps, version 1..n. Never edit a released step: append a new one.
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    # Version 2: history_recent becomes a plain append-only heap. Its series index cost ~25% of
+    # ingest (every batch dirtied one index page per series); reads scan the small buffer
+    # (at most history_buffer_rows rows) instead.
+    Migration(2, "append-only history buffer", ("DROP INDEX idx_history_recent_series",)),
+)
 
 
 def _database(conn: sqlite3.Connection) -> sqlite_utils.Database:
