@@ -94,13 +94,7 @@ from cloud_registry.storage.records import (
     numeric_value,
 )
 
-__all__ = [
-    "SqliteStorage",
-    "command_payload",
-    "device_payload",
-    "dump_json",
-    "event_payload",
-]
+__all__ = ["SqliteStorage"]
 
 log = logging.getLogger(__name__)
 
