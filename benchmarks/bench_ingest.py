@@ -370,15 +370,15 @@ def cpu_seconds(pid: int) -> float:
 
 
 def history_rows(path: str) -> int:
-    """History rows stored: the engine keeps recent rows in ``history_recent`` and moves them
-    into ``history`` in sorted runs, so both tables count."""
+    """History values stored: the engine keeps one row per report (device, timestamp) with its
+    values as a JSON object, so count the object members."""
     import sqlite3
 
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        return sum(
-            int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-            for table in ("history", "history_recent")
-        )
+        row = conn.execute(
+            "SELECT coalesce(sum((SELECT count(*) FROM json_each(vals))), 0) FROM history_reports"
+        ).fetchone()
+        return int(row[0])
 
 
 def machine() -> str:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 __all__ = [
     "AlreadyExists",
@@ -309,9 +309,9 @@ class ChangeEntry:
     payload: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ReportedValue:
-    """One value of a property report, flattened for ingest."""
+class ReportedValue(NamedTuple):
+    """One value of a property report, flattened for ingest (a named tuple: ingest builds
+    hundreds of thousands per second)."""
 
     device_id: str
     property: str

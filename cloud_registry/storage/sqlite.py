@@ -17,7 +17,8 @@ Connections and transactions:
 Hot paths use the raw ``sqlite3`` connection with ``executemany`` (ingest writes a batch of 10,000
 values in a few statements); schema steps and cold single-row CRUD go through sqlite-utils.
 Values are stored as their exact JSON text (``1``, ``1.0`` and ``true`` stay distinct); history
-rows also keep a REAL ``num`` (bool as 0/1, NULL for non-numeric) for the bucket aggregates.
+keeps one row per report (device, timestamp) with its values as a JSON object, read per
+property with SQLite's ``->`` (bucket aggregates take numbers and booleans as 0/1).
 
 Engine-specific choices the contract leaves open (the PostgreSQL engine does the same):
 
@@ -91,7 +92,6 @@ from cloud_registry.storage.records import (
     event_from_row,
     event_payload,
     model_from_row,
-    numeric_value,
 )
 
 __all__ = ["SqliteStorage"]
@@ -120,9 +120,32 @@ _MODEL_COLS = (
     "event_count, service_count"
 )
 _ACTIVE = (CommandStatus.QUEUED.value, CommandStatus.SENT.value)
-#: Rows ``history_recent`` gathers before they move to ``history`` (see migrations_sqlite).
-HISTORY_BUFFER_ROWS = 100_000
-_HISTORY_COLS = "device_id, property, ts_ms, num, value, quality"
+#: A bucket's number: JSON numbers and booleans (as 0/1) of a report's value, else NULL.
+_BUCKET_NUMBER = (
+    "CASE json_type(vals, ?3) WHEN 'integer' THEN vals ->> ?3 WHEN 'real' THEN vals ->> ?3 "
+    "WHEN 'true' THEN 1 WHEN 'false' THEN 0 END"
+)
+
+
+def _json_path(prop: str) -> str:
+    """The JSON path of a report's property (quoted: component ids hold ``:``)."""
+    return "$." + encode_json_string(prop)
+
+
+def _json_object(props: dict[str, str]) -> str:
+    """A JSON object from property names and their values' JSON text."""
+    return "{" + ",".join(f"{encode_json_string(k)}:{text}" for k, text in props.items()) + "}"
+
+
+def _quality_object(qualities: dict[str, str] | None) -> str | None:
+    """The JSON object of a report's non-good qualities, or None when all are good."""
+    if not qualities:
+        return None
+    return (
+        "{"
+        + ",".join(f"{encode_json_string(k)}:{encode_json_string(q)}" for k, q in qualities.items())
+        + "}"
+    )
 
 
 def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
@@ -203,10 +226,8 @@ class SqliteStorage:
         path: str | Path,
         *,
         busy_timeout_ms: int = 10_000,
-        history_buffer_rows: int = HISTORY_BUFFER_ROWS,
     ) -> None:
         self._path = str(path)
-        self._history_buffer_rows = max(1, history_buffer_rows)
         self._busy_timeout_ms = busy_timeout_ms
         self._lock = threading.Lock()
         self._closed = False
@@ -649,8 +670,7 @@ class SqliteStorage:
                 ("device_labels", "device_id"),
                 ("twin_reported", "device_id"),
                 ("twin_desired", "device_id"),
-                ("history", "device_id"),
-                ("history_recent", "device_id"),
+                ("history_reports", "device_id"),
                 ("events", "device_id"),
             ):
                 tx.conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (device_id,))
@@ -791,18 +811,13 @@ class SqliteStorage:
     ) -> tuple[list[HistoryPoint], bool]:
         limit = max(1, limit)
         upper = to_ms if to_ms > 0 else 2**62
-        arm = (
-            "SELECT ts_ms, value, quality, {src} AS src, rowid AS rid FROM {table} "
-            "WHERE device_id = ?1 AND property = ?2 AND ts_ms >= ?3 AND ts_ms < ?4"
-        )
         with self._read() as conn:
             self._require_device(conn, device_id)
             rows = conn.execute(
-                arm.format(src=0, table="history")
-                + " UNION ALL "
-                + arm.format(src=1, table="history_recent")
-                + " ORDER BY 1, 4, 5 LIMIT ?5",
-                (device_id, prop, from_ms, upper, limit + 1),
+                "SELECT ts_ms, vals -> ?3, coalesce(quals ->> ?3, 'good') FROM history_reports "
+                "WHERE device_id = ?1 AND ts_ms >= ?4 AND ts_ms < ?5 AND vals -> ?3 IS NOT NULL "
+                "ORDER BY ts_ms, rowid LIMIT ?6",
+                (device_id, prop, _json_path(prop), from_ms, upper, limit + 1),
             ).fetchall()
         points = [HistoryPoint(row[0], json.loads(row[1]), row[2]) for row in rows[:limit]]
         return points, len(rows) > limit
@@ -813,20 +828,14 @@ class SqliteStorage:
         if bucket_ms <= 0:
             raise ValueError("bucket_ms must be positive")
         upper = to_ms if to_ms > 0 else 2**62
-        arm = (
-            "SELECT ts_ms, num FROM {table} WHERE device_id = ?2 AND property = ?3 "
-            "AND ts_ms >= ?4 AND ts_ms < ?5 AND num IS NOT NULL"
-        )
         with self._read() as conn:
             self._require_device(conn, device_id)
             rows = conn.execute(
-                "SELECT ts_ms - (((ts_ms % ?1) + ?1) % ?1) AS start, min(num), max(num), "
-                "avg(num), count(num) FROM ("
-                + arm.format(table="history")
-                + " UNION ALL "
-                + arm.format(table="history_recent")
-                + ") GROUP BY start ORDER BY start",
-                (bucket_ms, device_id, prop, from_ms, upper),
+                "SELECT ts_ms - (((ts_ms % ?6) + ?6) % ?6) AS start, min(n), max(n), avg(n), "
+                f"count(n) FROM (SELECT ts_ms, {_BUCKET_NUMBER} AS n FROM history_reports "
+                "WHERE device_id = ?1 AND ts_ms >= ?4 AND ts_ms < ?5) "
+                "WHERE n IS NOT NULL GROUP BY start ORDER BY start",
+                (device_id, prop, _json_path(prop), from_ms, upper, bucket_ms),
             ).fetchall()
         return [
             HistoryBucket(int(start), float(lo), float(hi), float(avg), count)
@@ -930,30 +939,7 @@ class SqliteStorage:
         values = batch.values
         events = batch.events
         ids = list(dict.fromkeys([v.device_id for v in values] + [e.device_id for e in events]))
-        result = self._write(lambda tx: _ingest(tx, batch, ids, values, events, now_ms))
-        if result.stored_values:
-            self._compact_history()
-        return result
-
-    def _compact_history(self, force: bool = False) -> int:
-        """Move ``history_recent`` into ``history`` (in series order) once it holds
-        ``history_buffer_rows`` rows or more; return how many rows moved. Its own transaction,
-        after the ingest's commit: the batch is durable and announced before this runs."""
-        limit = 0 if force else self._history_buffer_rows
-
-        def work(tx: _Tx) -> int:
-            conn = tx.conn
-            low, high = conn.execute("SELECT min(rowid), max(rowid) FROM history_recent").fetchone()
-            if low is None or high - low + 1 < limit:
-                return 0
-            moved = conn.execute(
-                f"INSERT INTO history ({_HISTORY_COLS}) SELECT {_HISTORY_COLS} "
-                "FROM history_recent ORDER BY device_id, property, ts_ms, rowid"
-            ).rowcount
-            conn.execute("DELETE FROM history_recent")
-            return int(moved)
-
-        return self._write(work)
+        return self._write(lambda tx: _ingest(tx, batch, ids, values, events, now_ms))
 
     def last_sequence(self, edge_id: str) -> int:
         rows = self._query(
@@ -1375,7 +1361,10 @@ def _ingest(
     # as everything in its twin needs no stored timestamps; the others ("slow") are redone
     # with their per-property timestamps.
     rejected: dict[str, None] = {}
-    history: list[tuple[str, str, int, float | None, str, str]] = []
+    history: list[tuple[str, str, int, str, str]] = []
+    # one history row per report: (device, ts) -> property -> JSON text (and non-good quality)
+    reports: dict[tuple[str, int], dict[str, str]] = {}
+    report_quality: dict[tuple[str, int], dict[str, str]] = {}
     winners: dict[str, dict[str, tuple[str, int, str]]] = {}  # device -> property -> value
     slow: set[str] = set()
     for v in values:
@@ -1387,16 +1376,17 @@ def _ingest(
         value = v.value
         prop = v.property
         text = dump_json(value)
-        history.append(
-            (
-                device_id,
-                prop,
-                ts,
-                value if type(value) is float else numeric_value(value),
-                text,
-                v.quality,
-            )
-        )
+        quality = v.quality
+        history.append((device_id, prop, ts, text, quality))
+        key = (device_id, ts)
+        report = reports.get(key)
+        if report is None:
+            report = reports[key] = {}
+        report[prop] = text
+        if quality != "good":
+            report_quality.setdefault(key, {})[prop] = quality
+        elif key in report_quality:
+            report_quality[key].pop(prop, None)
         if device_id in slow:
             continue
         floor = newest_stored.get(device_id)
@@ -1420,7 +1410,7 @@ def _ingest(
                 twin_ts[(dev, prop)] = ts
         for device_id in slow:
             winners.pop(device_id, None)
-        for device_id, prop, ts, _num, text, quality in history:
+        for device_id, prop, ts, text, quality in history:
             if device_id not in slow:
                 continue
             key = (device_id, prop)
@@ -1467,22 +1457,26 @@ def _ingest(
         if inserted:
             stored_events.append(stored)
 
-    if history:
-        last_rowid = conn.execute("SELECT coalesce(max(rowid), 0) FROM history_recent").fetchone()[
-            0
-        ]
+    if reports:
         conn.executemany(
-            f"INSERT INTO history_recent ({_HISTORY_COLS}) VALUES (?, ?, ?, ?, ?, ?)", history
+            "INSERT INTO history_reports (device_id, ts_ms, vals, quals) VALUES (?, ?, ?, ?)",
+            [
+                (device_id, ts, _json_object(props), _quality_object(report_quality.get(key)))
+                for key, props in reports.items()
+                for device_id, ts in (key,)
+            ],
         )
-        # the twin, set-based from the rows just appended, in batch order (see winners above)
-        conn.execute(
+        # the twin: the winning value of each property (see winners above)
+        conn.executemany(
             "INSERT INTO twin_reported (device_id, property, value, ts_ms, quality) "
-            "SELECT device_id, property, value, ts_ms, quality FROM history_recent "
-            "WHERE rowid > ? "
-            "ORDER BY rowid ON CONFLICT (device_id, property) DO UPDATE SET "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, property) DO UPDATE SET "
             "value = excluded.value, ts_ms = excluded.ts_ms, quality = excluded.quality "
             "WHERE excluded.ts_ms >= twin_reported.ts_ms",
-            (last_rowid,),
+            [
+                (device_id, prop, text, ts, quality)
+                for device_id, props in winners.items()
+                for prop, (text, ts, quality) in props.items()
+            ],
         )
 
     # one TWIN_REPORTED change per device, in the order the devices first appear

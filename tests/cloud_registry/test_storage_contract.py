@@ -1329,11 +1329,12 @@ def test_two_sqlite_replicas_share_one_feed(tmp_path: Path) -> None:
         b.close()
 
 
-def test_sqlite_history_moves_from_the_buffer_to_the_main_table(tmp_path: Path) -> None:
-    """History written through the small buffer table and moved on reads the same."""
+def test_sqlite_history_report_rows_read_per_property(tmp_path: Path) -> None:
+    """History stored one row per report (device, timestamp) reads back per property, in
+    order, across batches, and goes with its device."""
     from cloud_registry.storage.sqlite import SqliteStorage
 
-    storage = SqliteStorage(tmp_path / "h.db", history_buffer_rows=7)
+    storage = SqliteStorage(tmp_path / "h.db")
     try:
         storage.migrate()
         storage.create_device(device("d1"), NOW)
@@ -1443,3 +1444,55 @@ def test_open_storage_refuses_unknown_urls(url: str) -> None:
         open_storage(url)
     if url:
         assert url in str(caught.value)
+
+
+def test_sqlite_schema_v3_moves_per_value_history_into_report_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database at schema v2 (one history row per value, in two tables) keeps every value,
+    its type and its quality when migrated to v3 (one row per report)."""
+    import sqlite3
+
+    from cloud_registry.storage import migrations_sqlite
+    from cloud_registry.storage.sqlite import SqliteStorage
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    monkeypatch.setattr(migrations_sqlite, "MIGRATIONS", migrations_sqlite.MIGRATIONS[:2])
+    assert migrations_sqlite.migrate(conn) == 2
+    rows = [
+        ("history", "d1", "t", NOW, "21.5", "good"),
+        ("history", "d1", "on", NOW, "true", "good"),
+        ("history", "d1", "t", NOW + 1000, "22", "bad"),
+        ("history_recent", "d1", "t", NOW + 2000, "1.0", "uncertain"),
+        ("history_recent", "d1", "name", NOW + 2000, '"x"', "good"),
+    ]
+    for table, dev, prop, ts, value, quality in rows:
+        conn.execute(
+            f"INSERT INTO {table} (device_id, property, ts_ms, num, value, quality) "
+            "VALUES (?, ?, ?, NULL, ?, ?)",
+            (dev, prop, ts, value, quality),
+        )
+    conn.execute(
+        "INSERT INTO devices (id, model, model_name, edge_id, site, building, labels, online, "
+        "revision, created_ms, updated_ms, last_seen_ms, twin_revision) "
+        "VALUES ('d1', 'acme/m@1.0.0', 'acme/m', 'e1', 's1', '', '{}', 0, 1, 0, 0, 0, 0)"
+    )
+    conn.close()
+    monkeypatch.undo()
+    storage = SqliteStorage(path)
+    try:
+        assert storage.migrate() == 3
+        points, more = storage.history("d1", "t", 0, NOW + 10_000, 10)
+        assert [(p.ts_ms, p.value, p.quality) for p in points] == [
+            (NOW, 21.5, "good"),
+            (NOW + 1000, 22, "bad"),
+            (NOW + 2000, 1.0, "uncertain"),
+        ]
+        assert type(points[1].value) is int
+        assert type(points[2].value) is float
+        assert not more
+        assert storage.history("d1", "on", 0, 0, 10)[0][0].value is True
+        assert storage.history("d1", "name", 0, 0, 10)[0][0].value == "x"
+    finally:
+        storage.close()
