@@ -1361,7 +1361,7 @@ def _ingest(
     # as everything in its twin needs no stored timestamps; the others ("slow") are redone
     # with their per-property timestamps.
     rejected: dict[str, None] = {}
-    history: list[tuple[str, str, int, str, str]] = []
+    stored_values = 0
     # one history row per report: (device, ts) -> property -> JSON text (and non-good quality)
     reports: dict[tuple[str, int], dict[str, str]] = {}
     report_quality: dict[tuple[str, int], dict[str, str]] = {}
@@ -1377,7 +1377,7 @@ def _ingest(
         prop = v.property
         text = dump_json(value)
         quality = v.quality
-        history.append((device_id, prop, ts, text, quality))
+        stored_values += 1
         key = (device_id, ts)
         report = reports.get(key)
         if report is None:
@@ -1398,7 +1398,7 @@ def _ingest(
             props = winners[device_id] = {}
         current = props.get(prop)
         if current is None or ts >= current[1]:
-            props[prop] = (text, ts, v.quality)
+            props[prop] = (text, ts, quality)
     if slow:
         twin_ts: dict[tuple[str, str], int] = {}
         for chunk in _chunks(sorted(slow)):
@@ -1410,14 +1410,18 @@ def _ingest(
                 twin_ts[(dev, prop)] = ts
         for device_id in slow:
             winners.pop(device_id, None)
-        for device_id, prop, ts, text, quality in history:
-            if device_id not in slow:
+        for v in values:  # the slow devices' values again, in batch order
+            if v.device_id not in slow:
                 continue
-            key = (device_id, prop)
+            key = (v.device_id, v.property)
             stored_ts = twin_ts.get(key)
-            if stored_ts is None or ts >= stored_ts:
-                twin_ts[key] = ts
-                winners.setdefault(device_id, {})[prop] = (text, ts, quality)
+            if stored_ts is None or v.ts_ms >= stored_ts:
+                twin_ts[key] = v.ts_ms
+                winners.setdefault(v.device_id, {})[v.property] = (
+                    dump_json(v.value),
+                    v.ts_ms,
+                    v.quality,
+                )
 
     stored_events: list[EventEntry] = []
     for event in events:
@@ -1529,7 +1533,7 @@ def _ingest(
     )
     return IngestResult(
         duplicate=False,
-        stored_values=len(history),
+        stored_values=stored_values,
         stored_events=len(stored_events),
         rejected=tuple(f"{device_id}: unknown device" for device_id in rejected),
     )
