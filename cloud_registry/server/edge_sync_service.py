@@ -262,6 +262,9 @@ class _Session:
     in_flight: int = 0
     owned: dict[str, str] = field(default_factory=dict)  # device id -> model reference
     sent_commands: set[str] = field(default_factory=set)
+    # device id -> twin revision of the desired state last sent (connect snapshot and hub
+    # changes can carry the same revision: send it once)
+    sent_desired: dict[str, int] = field(default_factory=dict)
     tasks: list[asyncio.Future[Any]] = field(default_factory=list)
     subscription: Subscription | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -277,6 +280,12 @@ class _Session:
     ) -> None:
         if not self.closed:
             self.outbox.put_nowait((message, after))
+
+    def send_desired(self, device_id: str, desired: Mapping[str, Any], revision: int) -> None:
+        if revision and revision <= self.sent_desired.get(device_id, 0):
+            return
+        self.sent_desired[device_id] = revision
+        self.send(_desired_message(device_id, desired, revision))
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -603,7 +612,7 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
                 continue
             delta = twin.delta
             if delta:
-                session.send(_desired_message(device_id, delta, twin.revision))
+                session.send_desired(device_id, delta, twin.revision)
 
     def _on_change(self, session: _Session, change: ChangeEntry) -> None:
         kind = change.kind
@@ -625,9 +634,7 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
                 name: (item.get("value") if isinstance(item, Mapping) else item)
                 for name, item in properties.items()
             }
-            session.send(
-                _desired_message(change.device_id, desired, int(payload.get("revision", 0)))
-            )
+            session.send_desired(change.device_id, desired, int(payload.get("revision", 0)))
         elif kind is ChangeKind.DEVICE_DELETED or payload.get("edge_id") != session.edge_id:
             session.owned.pop(change.device_id, None)
         else:
