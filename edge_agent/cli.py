@@ -1,11 +1,27 @@
-"""``edge-agent``: command-line entry point. Its commands arrive with the issue that builds
-the package; until then it says so instead of failing with an import error."""
+"""``edge-agent``: the edge agent's command line.
+
+Today it has ``simulate modbus``: a Modbus TCP device whose registers follow a model's binding,
+for installers checking a model before going on site (and for tests). ``run``, ``demo`` and
+the admin commands arrive with the rest of the edge-agent issue.
+
+Exit codes: 0 success, 1 the model is invalid or the device cannot start, 2 usage.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
+import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from thing_models.composition import FolderModelSource, flatten
+from thing_models.errors import ThingModelError
+from thing_models.model import ThingModel
+from thing_models.yaml_format import load_model_file
 
 __all__ = ["main"]
 
@@ -17,16 +33,84 @@ def _version() -> str:
         return "unknown"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
-        description="edge-agent has no commands yet: they are being built (see the project's "
-        "issues). Use thing-model for the thing-model tools.",
+        description="The community edge agent. Available now: simulate modbus.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.parse_args(argv)
-    parser.print_help()
-    return 2
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    simulate = sub.add_parser("simulate", help="run a simulated device of a model")
+    protocols = simulate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    modbus = protocols.add_parser(
+        "modbus",
+        help="a Modbus TCP device following the model's modbus binding",
+        description="Serve a Modbus TCP device whose registers follow the model's binding with "
+        "plausible changing values; writes to writable points are applied. Runs until "
+        "Ctrl-C or SIGTERM.",
+    )
+    modbus.add_argument("--model", type=Path, required=True, help="model file (YAML)")
+    modbus.add_argument("--port", type=int, default=5020, help="TCP port (0: any free port)")
+    modbus.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    modbus.add_argument(
+        "--tick-ms", type=int, default=1000, help="how often values move (milliseconds)"
+    )
+    modbus.add_argument("--seed", type=int, default=0, help="random seed of the values")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        model = load_model_file(args.model)
+        if model.extends is not None or model.components:
+            model = flatten(model, FolderModelSource(args.model.parent))
+    except ThingModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if model.bindings.modbus is None:
+        print(f"{args.model}: error: the model has no modbus binding", file=sys.stderr)
+        return 1
+    if not 0 <= args.port <= 65535 or args.tick_ms <= 0:
+        print(
+            "edge-agent simulate modbus: --port must be 0..65535, --tick-ms > 0",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return asyncio.run(_simulate_modbus(model, args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _simulate_modbus(model: ThingModel, args: argparse.Namespace) -> int:
+    from protocol_adapters.modbus.simulator import ModbusSimulator
+
+    simulator = ModbusSimulator(
+        model,
+        port=args.port,
+        host=args.host,
+        seed=args.seed,
+        tick_ms=args.tick_ms,
+    )
+    try:
+        port = await simulator.start()
+    except OSError as exc:
+        print(
+            f"edge-agent simulate modbus: cannot listen on {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"simulating {model.ref} on {args.host}:{port} (Modbus TCP)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await simulator.stop()
+    print("stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
