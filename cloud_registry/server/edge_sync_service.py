@@ -115,6 +115,10 @@ class Decoded:
     per_device: dict[str, int] = field(default_factory=dict)  # accepted messages by device
 
 
+#: The reserved name of the edge agent's diagnostic events (edge_agent.reporting).
+DIAGNOSTIC_EVENT = "_diagnostic"
+
+
 def decode_batch(
     messages: Any,
     allowed: Mapping[str, str],
@@ -202,7 +206,9 @@ def decode_batch(
             if not names.check(name):
                 out.rejected.append(f"{index}: name: {name!r} is not a valid event name")
                 continue
-            level = event_level(allowed[device_id], name)
+            # The edge's own diagnostics (a value its model rejects, a device fault) arrive as
+            # the reserved event "_diagnostic", which no model declares: stored as alerts.
+            level = "alert" if name == DIAGNOSTIC_EVENT else event_level(allowed[device_id], name)
             if level is None:
                 out.rejected.append(
                     f"{index}: name: model {allowed[device_id]} has no event {name}"

@@ -380,3 +380,23 @@ def test_desired_values_set_while_offline_are_sent_on_connect(seeded: Registry) 
     change = run(go())
     assert change.device_id == "d2"
     assert change.desired["mode"].string_value == "heat"
+
+
+def test_the_edges_reserved_diagnostic_event_is_stored_as_an_alert(seeded: Registry) -> None:
+    """No model declares ``_diagnostic``: the edge's own diagnostics are accepted anyway."""
+    diagnostic = event(
+        "d1", "_diagnostic", {"property": "temperature", "code": "range", "message": "too hot"}
+    )
+
+    async def go() -> edge_sync_pb2.BatchAck:
+        async with EdgeClient(seeded.target, "edge-1") as edge:
+            await edge.send_batch(1, [diagnostic])
+            return await edge.wait_ack(1)
+
+    ack = run(go())
+    assert ack.stored == 1
+    assert list(ack.rejected) == []
+    events = seeded.storage.list_events(EventFilter(device_id="d1"), "", 100).items
+    assert [(e.name, e.level, e.params["code"]) for e in events] == [
+        ("_diagnostic", "alert", "range")
+    ]
