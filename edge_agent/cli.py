@@ -1,10 +1,14 @@
 """``edge-agent``: the edge agent's command line.
 
-Today it has ``simulate modbus``: a Modbus TCP device whose registers follow a model's binding,
-for installers checking a model before going on site (and for tests). ``run``, ``demo`` and
-the admin commands arrive with the rest of the edge-agent issue.
+``run --config edge.yaml``: the agent (:class:`~edge_agent.supervisor.EdgeAgent`) until SIGTERM
+or Ctrl-C; configuration errors are printed with their ``file:line:column``.
 
-Exit codes: 0 success, 1 the model is invalid or the device cannot start, 2 usage.
+``simulate modbus``: a Modbus TCP device whose registers follow a model's binding, for
+installers checking a model before going on site (and for tests). ``demo`` and the admin
+commands arrive with the rest of the edge-agent issue.
+
+Exit codes: 0 success (``run``: stopped by a signal), 1 the configuration or model is invalid or
+the agent / device cannot start, 2 usage.
 """
 
 from __future__ import annotations
@@ -12,16 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ThingModelError
 from thing_models.model import ThingModel
 from thing_models.yaml_format import load_model_file
+
+if TYPE_CHECKING:
+    from edge_agent.config import EdgeConfig
 
 __all__ = ["main"]
 
@@ -36,10 +45,23 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
-        description="The community edge agent. Available now: simulate modbus.",
+        description="The community edge agent. Available now: run, simulate modbus.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the agent",
+        description="Poll the configured devices and sync with the registry until Ctrl-C or "
+        "SIGTERM.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="edge configuration (YAML)")
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default INFO)",
+    )
     simulate = sub.add_parser("simulate", help="run a simulated device of a model")
     protocols = simulate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     modbus = protocols.add_parser(
@@ -61,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     try:
         model = load_model_file(args.model)
         if model.extends is not None or model.components:
@@ -109,6 +133,40 @@ async def _simulate_modbus(model: ThingModel, args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await simulator.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_agent.config import load_edge_config
+
+    try:
+        config = load_edge_config(args.config)
+    except ThingModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return asyncio.run(_run_agent(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run_agent(config: EdgeConfig) -> int:
+    from edge_agent.supervisor import EdgeAgent
+
+    agent = EdgeAgent(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, agent.stop)
+    try:
+        await agent.run()
+    except Exception as exc:
+        print(f"edge-agent run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     print("stopped", flush=True)
     return 0
 

@@ -33,7 +33,14 @@ from thing_models.model import (
 )
 from thing_models.yaml_source import Path
 
-__all__ = ["BACNET_OBJECT_TYPES", "Problem", "check_model", "check_schema", "mqtt_topic_problem"]
+__all__ = [
+    "BACNET_OBJECT_TYPES",
+    "RESERVED_EVENT_IDS",
+    "Problem",
+    "check_model",
+    "check_schema",
+    "mqtt_topic_problem",
+]
 
 BACNET_OBJECT_TYPES = frozenset(
     {
@@ -106,9 +113,22 @@ class Problem:
     expected: str = ""
 
 
+#: Event ids the runtime itself uses (the edge agent's diagnostics); models may not declare them.
+RESERVED_EVENT_IDS = frozenset({"_diagnostic"})
+
+
 def check_model(model: ThingModel) -> list[Problem]:
     """Every consistency problem of ``model``."""
-    problems: list[Problem] = []
+    problems: list[Problem] = [
+        Problem(
+            ("events", i, "id"),
+            f"event id {event.id!r} is reserved for the edge agent's diagnostics",
+            event.id,
+            "another event id",
+        )
+        for i, event in enumerate(model.events)
+        if event.id in RESERVED_EVENT_IDS
+    ]
     problems += _duplicates(
         ((p.id, ("properties", i, "id")) for i, p in enumerate(model.properties)), "property"
     )

@@ -1533,3 +1533,9 @@ def test_one_based_addressing_refuses_address_zero() -> None:
     )
     with pytest.raises(ModelLoadError, match=r"x\.yaml:9:.*address 0 does not exist"):
         load_model_text(text, "x.yaml")
+
+
+def test_the_reserved_diagnostic_event_id_cannot_be_declared() -> None:
+    text = 'model: acme/x\nversion: "1.0.0"\nevents:\n  - {id: _diagnostic, level: info}\n'
+    with pytest.raises(ModelLoadError, match=r"x\.yaml:4:.*'_diagnostic' is reserved"):
+        load_model_text(text, "x.yaml")

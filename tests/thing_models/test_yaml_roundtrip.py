@@ -75,7 +75,7 @@ def test_the_strategy_exercises_every_feature() -> None:
     seen: set[str] = set()
 
     @settings(
-        max_examples=100,
+        max_examples=250,
         derandomize=True,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
