@@ -4,8 +4,11 @@
 or Ctrl-C; configuration errors are printed with their ``file:line:column``.
 
 ``simulate modbus``: a Modbus TCP device whose registers follow a model's binding, for
-installers checking a model before going on site (and for tests). ``demo`` and the admin
-commands arrive with the rest of the edge-agent issue.
+installers checking a model before going on site (and for tests).
+
+``demo [--duration SECONDS]``: a registry, simulated devices of the example models and an agent
+in one process, with a live table of the devices, their values and the uplink
+(:mod:`edge_agent.demo`). The admin commands arrive with the rest of the edge-agent issue.
 
 Exit codes: 0 success (``run``: stopped by a signal), 1 the configuration or model is invalid or
 the agent / device cannot start, 2 usage.
@@ -45,7 +48,7 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
-        description="The community edge agent. Available now: run, simulate modbus.",
+        description="The community edge agent. Available now: run, demo, simulate modbus.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -61,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="log level (default INFO)",
+    )
+    demo = sub.add_parser(
+        "demo",
+        help="a registry, simulated devices and an agent in one process",
+        description="Start a registry (SQLite in a temporary folder), simulated devices of the "
+        "example models and an agent; show the devices, their live values (read back from the "
+        "registry) and the uplink until Ctrl-C or SIGTERM (or --duration).",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after SECONDS (default: Ctrl-C)"
+    )
+    demo.add_argument(
+        "--refresh", type=float, default=1.0, help="table refresh period in seconds (default 1)"
     )
     simulate = sub.add_parser("simulate", help="run a simulated device of a model")
     protocols = simulate.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
@@ -85,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "demo":
+        return _demo(args)
     try:
         model = load_model_file(args.model)
         if model.extends is not None or model.components:
@@ -135,6 +153,19 @@ async def _simulate_modbus(model: ThingModel, args: argparse.Namespace) -> int:
     await simulator.stop()
     print("stopped", flush=True)
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge_agent.demo import run_demo
+
+    if (args.duration is not None and args.duration <= 0) or args.refresh <= 0:
+        print("edge-agent demo: --duration and --refresh must be > 0", file=sys.stderr)
+        return 2
+    logging.basicConfig(level="ERROR", format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(run_demo(duration_s=args.duration, refresh_s=args.refresh))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:
