@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job, for now: the thing-model tools on the example models, then a local registry that
-# the examples are published to, and a simulated Modbus meter. (The edge-agent issue turns this
-# into the full demo: registry, simulated devices and an agent, all local.)
+# The main job: the thing-model tools on the example models, a local registry that the examples
+# are published to, a simulated Modbus meter, then `edge-agent demo`: registry, simulated devices
+# and the agent together, with live values read back from the registry (Ctrl-C stops it).
 # Installs what it needs first (scripts/bootstrap.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -98,3 +98,11 @@ async def read() -> None:
 
 asyncio.run(read())
 PY
+
+step "The full loop: edge-agent demo (registry, simulated devices, agent; Ctrl-C stops it)"
+# DEMO_DURATION=SECONDS ends it by itself (scripts, CI); by default it runs until Ctrl-C.
+if [ -n "${DEMO_DURATION:-}" ]; then
+    edge-agent demo --duration "$DEMO_DURATION"
+else
+    edge-agent demo
+fi
