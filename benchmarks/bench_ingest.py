@@ -46,6 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchlib import machine  # noqa: E402
+
 from cloud_registry.api.v1 import edge_sync_pb2  # noqa: E402
 from cloud_registry.server.change_hub import ChangeHub  # noqa: E402
 from cloud_registry.server.context import RegistrySettings, ServiceContext  # noqa: E402
@@ -379,16 +381,6 @@ def history_rows(path: str) -> int:
             "SELECT coalesce(sum((SELECT count(*) FROM json_each(vals))), 0) FROM history_reports"
         ).fetchone()
         return int(row[0])
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import struct
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchlib import machine
 from pymodbus.client.mixin import ModbusClientMixin
 
 from protocol_adapters.modbus import compile_binding, decode_response, plan_reads
@@ -98,20 +98,6 @@ def rate(run_once: Callable[[], int], seconds: float) -> float:
                 break
         best = max(best, values / (now - start))
     return best
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    uname = platform.uname()
-    return f"{name}; {uname.system} {uname.release} {uname.machine}; {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import sqlite3
@@ -29,25 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import machine
+
 from edge_agent.outbox import Outbox
 from thing_models.messages import Message, MessageKind, new_message_id, to_bytes
 
 TARGET_MSGS_PER_S = 10_000
 VALUES_PER_MESSAGE = 10
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    uname = platform.uname()
-    return f"{name}; {uname.system} {uname.release} {uname.machine}; {os.cpu_count()} CPUs"
 
 
 def make_messages(count: int) -> list[Message]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import random
 import sys
@@ -27,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchlib import machine
 from jsonschema import Draft202012Validator
 
 from thing_models.model import (
@@ -216,20 +216,6 @@ def rate(run_once: Callable[[], int], seconds: float) -> float:
                 break
         best = max(best, values / (now - start))
     return best
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    uname = platform.uname()
-    return f"{name}; {uname.system} {uname.release} {uname.machine}; {os.cpu_count()} CPUs"
 
 
 def main(argv: list[str] | None = None) -> int:
