@@ -40,20 +40,15 @@ from cloud_registry.storage.base import AlreadyExists, ModelEntry, NotFound, Sto
 from thing_models.composition import flatten
 from thing_models.diff import ModelDiff, Severity, check_version_bump, diff_models
 from thing_models.errors import (
-    Diagnostic,
-    HostileInputError,
     ModelLoadError,
-    SourceLocation,
     VersionBumpError,
 )
-from thing_models.formats import Imported
-from thing_models.formats.detect import EXPORT_FORMATS, _parse_json, detect_format, export_model
-from thing_models.formats.tsl import model_from_tsl
-from thing_models.formats.wot import model_from_wot
+from thing_models.formats import Imported, detect
+from thing_models.formats.detect import EXPORT_FORMATS, export_model
 from thing_models.model import ModelRef, SemVer, ThingModel
 from thing_models.telemetry import ModelValidator, compile_validator
 from thing_models.yaml_format import dump_model_yaml, model_from_dict, model_to_dict
-from thing_models.yaml_source import Limits, SourceMap, parse_yaml
+from thing_models.yaml_source import Limits, SourceMap
 
 __all__ = [
     "MEDIA_TYPES",
@@ -190,40 +185,7 @@ def _is_exact(version: str) -> bool:
 def import_text(text: str, limits: Limits | None = None) -> Imported:
     """A model document given as text, in any supported format (detected from its content).
     Raises ModelLoadError (HostileInputError) or UnresolvedReferenceError."""
-    limits = limits or Limits()
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) > limits.max_bytes:
-        raise HostileInputError(
-            [
-                Diagnostic(
-                    SourceLocation(SOURCE),
-                    f"document is {len(data)} bytes, over the limit of {limits.max_bytes} bytes",
-                    expected="a smaller document",
-                )
-            ]
-        )
-    smap = SourceMap(SOURCE)
-    if text.lstrip("\ufeff \t\r\n").startswith(("{", "[")):
-        document: Any = _parse_json(data, SOURCE, limits)
-    else:
-        document, smap = parse_yaml(text, SOURCE, limits)
-    kind = detect_format(document)
-    if kind == "yaml":
-        return Imported(model_from_dict(document, smap))
-    if kind == "tsl":
-        return model_from_tsl(document, source=SOURCE)
-    if kind == "wot":
-        return model_from_wot(document, source=SOURCE)
-    raise ModelLoadError(
-        [
-            Diagnostic(
-                SourceLocation(SOURCE, 1, 1),
-                "unrecognised model format",
-                expected="our YAML (model:, version:), Alibaba TSL JSON, or "
-                "a W3C WoT Thing Model / Thing Description",
-            )
-        ]
-    )
+    return detect.import_text(text, SOURCE, limits)
 
 
 def stored_document(model: ThingModel) -> dict[str, Any]:

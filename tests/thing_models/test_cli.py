@@ -189,3 +189,15 @@ def test_console_script_entry_point(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "community.energy/meter-3p@1.0.0" in result.stdout
+
+
+def test_import_text_detects_formats_and_refuses_oversize(conformance_dir: Path) -> None:
+    from thing_models.errors import HostileInputError
+    from thing_models.formats.detect import import_text
+    from thing_models.yaml_source import Limits
+
+    assert import_text(METER.read_text(), "meter.yaml").model == load_model_file(METER)
+    tsl = (conformance_dir / "thing-models" / "alibaba_tsl_light_iotkit_model.json").read_text()
+    assert import_text(tsl, "light.json").model.name == "aliyun.tsl/a1h88dsziay"
+    with pytest.raises(HostileInputError, match="over the limit"):
+        import_text("x" * 100, "big.yaml", Limits(max_bytes=10))

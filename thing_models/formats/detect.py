@@ -17,7 +17,15 @@ from thing_models.formats import Exported, Imported
 from thing_models.model import ThingModel
 from thing_models.yaml_source import Limits, SourceMap, parse_yaml
 
-__all__ = ["EXPORT_FORMATS", "detect_format", "export_model", "import_model", "read_document"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "detect_format",
+    "export_model",
+    "import_document",
+    "import_model",
+    "import_text",
+    "read_document",
+]
 
 SourceFormat = Literal["yaml", "tsl", "wot"]
 ExportFormat = Literal["yaml", "tsl", "wot-td", "wot-tm"]
@@ -140,8 +148,47 @@ def import_model(
 ) -> Imported:
     """Read a model file of any supported format."""
     document, smap = read_document(path)
+    return import_document(
+        document,
+        smap,
+        placeholders=placeholders,
+        ref_dir=ref_dir,
+        allow_unresolved=allow_unresolved,
+    )
+
+
+def import_text(text: str, source: str = "<text>", limits: Limits | None = None) -> Imported:
+    """A model given as text (JSON when it starts with ``{`` or ``[``, else YAML), under the
+    same size and depth limits as files."""
+    limits = limits or Limits()
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) > limits.max_bytes:
+        raise HostileInputError(
+            [
+                Diagnostic(
+                    SourceLocation(source),
+                    f"document is {len(data)} bytes, over the limit of {limits.max_bytes} bytes",
+                    expected="a smaller document",
+                )
+            ]
+        )
+    if text.lstrip("\ufeff \t\r\n").startswith(("{", "[")):
+        return import_document(_parse_json(data, source, limits), SourceMap(source))
+    document, smap = parse_yaml(text, source, limits)
+    return import_document(document, smap)
+
+
+def import_document(
+    document: Any,
+    smap: SourceMap,
+    *,
+    placeholders: Mapping[str, str] | None = None,
+    ref_dir: Path | None = None,
+    allow_unresolved: bool = False,
+) -> Imported:
+    """A parsed document of any supported format (detected from its content) as a model."""
     kind = detect_format(document)
-    source = str(path)
+    source = smap.file
     if kind == "yaml":
         from thing_models.yaml_format import model_from_dict
 
