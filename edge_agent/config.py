@@ -34,7 +34,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from thing_models.bindings_format import parse_bindings
-from thing_models.composition import MemoryModelSource, flatten
+from thing_models.composition import FolderModelSource, flatten
 from thing_models.document_reader import DocumentReader
 from thing_models.errors import (
     Diagnostic,
@@ -44,7 +44,6 @@ from thing_models.errors import (
     UnresolvedReferenceError,
 )
 from thing_models.model import Bindings, ModelRef, Reporting, ThingModel
-from thing_models.yaml_format import load_model_file
 from thing_models.yaml_source import Limits, Path, parse_yaml
 
 __all__ = [
@@ -403,7 +402,7 @@ class _ConfigParser:
             max_age_s=r.duration(obj, "max_age", path, default.max_age_s) or default.max_age_s,
         )
 
-    def _models(self, models_dir: FsPath, root: Mapping[Any, Any]) -> MemoryModelSource | None:
+    def _models(self, models_dir: FsPath, root: Mapping[Any, Any]) -> FolderModelSource | None:
         """The valid models in ``models_dir`` (files that fail to load are left out: ``thing-model
         validate`` reports them); None when the folder cannot be read (reported)."""
         if not models_dir.is_dir():
@@ -415,17 +414,14 @@ class _ConfigParser:
                 at_key="models_dir" not in root,
             )
             return None
-        for file in sorted(models_dir.glob("*.y*ml")):
-            try:
-                self.loaded.append(load_model_file(file, self.limits))
-            except ModelLoadError:
-                continue
-        return MemoryModelSource(self.loaded)
+        source = FolderModelSource(models_dir, self.limits)
+        self.loaded.extend(source.models)
+        return source
 
     # ------------------------------------------------------------------ devices
 
     def _device(
-        self, item: Any, path: Path, models: MemoryModelSource | None
+        self, item: Any, path: Path, models: FolderModelSource | None
     ) -> DeviceConfig | None:
         r = self.r
         obj = r.mapping(item, path, "a device mapping with id, model, protocol, connection")
@@ -469,7 +465,7 @@ class _ConfigParser:
         )
 
     def _model_ref(
-        self, obj: Mapping[Any, Any], path: Path, models: MemoryModelSource | None
+        self, obj: Mapping[Any, Any], path: Path, models: FolderModelSource | None
     ) -> tuple[ModelRef | None, ThingModel | None]:
         r = self.r
         text = r.string(obj, "model", path, expected="namespace/name@version")

@@ -41,7 +41,6 @@ from edge_agent.supervisor import AgentStatus, EdgeAgent
 from protocol_adapters.modbus.simulator import ModbusSimulator
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.model import ThingModel
-from thing_models.yaml_format import load_model_file
 
 __all__ = ["EDGE_ID", "find_models_dir", "run_demo"]
 
@@ -71,14 +70,8 @@ def find_models_dir() -> Path | None:
 
 def _select_models(models_dir: Path) -> tuple[list[Path], list[_DemoDevice]]:
     """The files to publish (dependencies first) and one device per Modbus model."""
-    raw: dict[str, tuple[Path, ThingModel]] = {}
-    for file in sorted(models_dir.glob("*.yaml")):
-        try:
-            model = load_model_file(file)
-        except Exception:
-            continue  # an invalid example is not the demo's business
-        raw[str(model.ref)] = (file, model)
-    source = FolderModelSource(models_dir)
+    source = FolderModelSource(models_dir)  # invalid examples are left out
+    raw = {str(model.ref): (file, model) for file, model in source.files.items()}
     devices: list[_DemoDevice] = []
     publish: list[Path] = []
 

@@ -15,7 +15,7 @@ Models are found through a :class:`ModelSource`: a folder of model files, or mem
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -30,6 +30,7 @@ from thing_models.model import (
     Service,
     ThingModel,
 )
+from thing_models.yaml_source import Limits
 
 __all__ = ["FolderModelSource", "MemoryModelSource", "ModelSource", "flatten"]
 
@@ -62,20 +63,37 @@ class FolderModelSource:
     Files that do not load are skipped here; ``thing-model validate`` reports them.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, limits: Limits | None = None) -> None:
         self.folder = Path(folder)
-        self._memory: MemoryModelSource | None = None
+        self._limits = limits
+        self._files: dict[Path, ThingModel] | None = None
+        self._memory = MemoryModelSource()
 
-    def find(self, ref: ModelRef) -> ThingModel | None:
-        if self._memory is None:
+    @property
+    def files(self) -> Mapping[Path, ThingModel]:
+        """The model of each file that loads, by path, in file-name order."""
+        return self._load()
+
+    def _load(self) -> dict[Path, ThingModel]:
+        if self._files is None:
             from thing_models.yaml_format import load_model_file
 
-            self._memory = MemoryModelSource()
+            self._files = {}
             for path in sorted(self.folder.glob("*.y*ml")):
                 try:
-                    self._memory.add(load_model_file(path))
+                    self._files[path] = load_model_file(path, self._limits)
                 except ModelLoadError:
                     continue
+            for model in self._files.values():
+                self._memory.add(model)
+        return self._files
+
+    @property
+    def models(self) -> tuple[ThingModel, ...]:
+        return tuple(self.files.values())
+
+    def find(self, ref: ModelRef) -> ThingModel | None:
+        self._load()
         return self._memory.find(ref)
 
 
