@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ThingModelError
@@ -94,7 +95,32 @@ def _parser() -> argparse.ArgumentParser:
         "--tick-ms", type=int, default=1000, help="how often values move (milliseconds)"
     )
     modbus.add_argument("--seed", type=int, default=0, help="random seed of the values")
+    discover = sub.add_parser("discover", help="find devices on a network and draft their models")
+    discover_protocols = discover.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    for name in _OTHER_PROTOCOLS:
+        module = _protocol_module(name)
+        if module is None:
+            continue
+        add_simulate = getattr(module, "add_simulate_command", None)
+        if add_simulate is not None:
+            add_simulate(protocols)
+        add_discover = getattr(module, "add_discover_command", None)
+        if add_discover is not None:
+            add_discover(discover_protocols)
     return parser
+
+
+_OTHER_PROTOCOLS = ("bacnet", "mqtt", "coap")
+
+
+def _protocol_module(name: str) -> Any:
+    """``edge_agent.protocols.<name>`` (None while that protocol is not part of this build)."""
+    try:
+        return importlib.import_module(f"edge_agent.protocols.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"edge_agent.protocols.{name}":
+            raise
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "discover":
+        module = _protocol_module(args.protocol)
+        try:
+            return int(asyncio.run(module.discover(args)))
+        except KeyboardInterrupt:
+            return 130
     try:
         model = load_model_file(args.model)
         if model.extends is not None or model.components:
@@ -110,9 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ThingModelError as exc:
         print(exc, file=sys.stderr)
         return 1
-    if model.bindings.modbus is None:
-        print(f"{args.model}: error: the model has no modbus binding", file=sys.stderr)
+    if getattr(model.bindings, args.protocol) is None:
+        print(f"{args.model}: error: the model has no {args.protocol} binding", file=sys.stderr)
         return 1
+    if args.protocol != "modbus":
+        module = _protocol_module(args.protocol)
+        try:
+            return int(asyncio.run(module.simulate(model, args)))
+        except KeyboardInterrupt:
+            return 0
     if not 0 <= args.port <= 65535 or args.tick_ms <= 0:
         print(
             "edge-agent simulate modbus: --port must be 0..65535, --tick-ms > 0",

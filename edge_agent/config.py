@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -55,6 +56,7 @@ __all__ = [
     "ModbusTcpConnection",
     "Parity",
     "Protocol",
+    "ProtocolConnection",
     "RegistryConfig",
     "StorageConfig",
     "load_edge_config",
@@ -106,9 +108,13 @@ _RECONNECT_KEYS = ("min", "max")
 
 
 class Protocol(StrEnum):
-    """Protocols a device can be configured for (connections exist for Modbus only, so far)."""
+    """Protocols a device can be configured for. Modbus connections are read here; the others
+    by ``edge_agent.protocols.<protocol>.parse_connection``."""
 
     MODBUS = "modbus"
+    BACNET = "bacnet"
+    MQTT = "mqtt"
+    COAP = "coap"
 
 
 class ModbusFramer(StrEnum):
@@ -170,7 +176,13 @@ class ModbusSerialConnection:
     timeout_s: float = 1.0
 
 
-Connection = ModbusTcpConnection | ModbusSerialConnection
+@dataclass(frozen=True, slots=True)
+class ProtocolConnection:
+    """Base of the connection settings of the protocols configured in
+    ``edge_agent.protocols.<protocol>`` (BACnet, MQTT, CoAP)."""
+
+
+Connection = ModbusTcpConnection | ModbusSerialConnection | ProtocolConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,7 +450,7 @@ class _ConfigParser:
         override = (
             parse_bindings(r, obj["bindings"], (*path, "bindings")) if "bindings" in obj else None
         )
-        connection = self._connection(obj.get("connection"), (*path, "connection"), model)
+        connection = self._connection(obj.get("connection"), (*path, "connection"), model, protocol)
         poll = r.duration(obj, "poll_interval", path)
         reconnect = self._reconnect(obj.get("reconnect"), (*path, "reconnect"))
         if model is not None and protocol is not None:
@@ -507,13 +519,19 @@ class _ConfigParser:
             r.error(where, f"model {text!r} cannot be resolved: {exc.detail}", exc.reference)
             return ref, None
 
-    def _connection(self, value: Any, path: Path, model: ThingModel | None) -> Connection | None:
+    def _connection(
+        self, value: Any, path: Path, model: ThingModel | None, protocol: Protocol | None
+    ) -> Connection | None:
         r = self.r
-        if value is None:
-            return None  # missing or empty: reported by check_keys
+        if value is None or protocol is None:
+            return None  # missing or empty: reported by check_keys; a bad protocol: reported
         obj = r.mapping(value, path, "a connection mapping")
         if obj is None:
             return None
+        if protocol is not Protocol.MODBUS:
+            module = importlib.import_module(f"edge_agent.protocols.{protocol.value}")
+            parsed: ProtocolConnection | None = module.parse_connection(r, obj, path)
+            return parsed
         transport = r.choice(obj, "transport", path, _Transport, _Transport.TCP)
         # A binding's unit id is the model's default; the connection's wins.
         binding = model.bindings.modbus if model is not None else None
@@ -618,6 +636,8 @@ class _ConfigParser:
             else:
                 ids[device.id] = index
             conn = device.connection
+            if isinstance(conn, ProtocolConnection):
+                continue  # checked by its protocol's module
             if isinstance(conn, ModbusTcpConnection):
                 key = (conn.host.lower(), conn.port, conn.unit_id)
                 if key in tcp:

@@ -310,7 +310,8 @@ async def _show(
                 if wait <= 0:
                     break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await stop.wait()
             live.update(await render(), refresh=True)
     if not console.is_terminal:
         console.line()

@@ -23,8 +23,9 @@ import builtins
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, Protocol
 
+from protocol_adapters.base import Reading
 from thing_models.errors import MessageError
 from thing_models.messages import JsonValue, Message, Quality, normalize_value
 from thing_models.model import DeadbandMode, ModelRef, Reporting, ReportPolicy
@@ -237,14 +238,6 @@ class ReportFilter:
 # --------------------------------------------------------------------------- the builder
 
 
-class Reading(NamedTuple):
-    """One acquired value; the same shape as the Modbus codec's ``Decoded``."""
-
-    value: Any
-    quality: Quality
-    reason: str = ""
-
-
 @dataclass(frozen=True, slots=True)
 class Diagnostic:
     """Why one reading was reported with a quality other than good."""
@@ -384,6 +377,26 @@ class ReportBuilder:
                 Message.event(self._model, device_id, DIAGNOSTIC_EVENT, diag.params(), ts_ms=ts_ms)
             )
         return out
+
+    def build_event(
+        self, device_id: str, ts_ms: int, event_id: str, outputs: Mapping[str, Any]
+    ) -> list[Message]:
+        """The event a device raised, checked against the model; an event the model does not
+        declare, or outputs that do not fit it, become one diagnostic event instead."""
+        issues = self._validator.check_event(event_id, outputs)
+        if not issues:
+            try:
+                return [Message.event(self._model, device_id, event_id, dict(outputs), ts_ms=ts_ms)]
+            except MessageError as exc:
+                diag = Diagnostic(
+                    event_id, "message", "encoding", event_id, _cut(str(exc)), Quality.BAD
+                )
+        else:
+            first = issues[0]
+            diag = Diagnostic(
+                event_id, "validator", first.code, first.path, _cut(first.message), Quality.BAD
+            )
+        return [Message.event(self._model, device_id, DIAGNOSTIC_EVENT, diag.params(), ts_ms=ts_ms)]
 
 
 _EVERY_READING: Final = ReportPolicy()

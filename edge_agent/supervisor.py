@@ -5,24 +5,34 @@
     agent = EdgeAgent(load_edge_config("edge.yaml"))
     await agent.run()            # until agent.stop() (any thread; the CLI calls it on SIGTERM)
     agent.status()               # per device diagnostics, outbox and uplink statistics
+    await agent.read_property("meter-1", "voltage_l1")     # the admin socket's operations
+    await agent.write_property("relay-1", "closed", True)
+    await agent.invoke_service("lift-1", "call_car", {"floor": 3})
+    async with agent.subscribe() as messages: ...          # live messages (``tail``)
 
-One asyncio task per device: connect its :class:`~protocol_adapters.modbus.driver.ModbusDriver`
-(exponential backoff with jitter between the configured reconnect ``min`` and ``max``), then
-poll every ``poll_interval`` (the device's, else the fastest policy poll interval of its
-points), turn each acquisition into messages with :class:`~edge_agent.reporting.ReportBuilder`
-and a :class:`~edge_agent.reporting.ReportFilter` (the acquisition timestamp is taken just
-before the read), append them to the :class:`~edge_agent.outbox.Outbox` on a worker thread and
-poke the :class:`~edge_agent.uplink.Uplink`. When a read finds the device gone (driver offline
-and disconnected) the task goes back to reconnecting. An exception in one device's task is
-caught, logged and recorded in its status; the task backs off and starts over, and the other
-devices are not disturbed.
+One asyncio task per device: make its driver (:func:`edge_agent.drivers.make_driver`: Modbus
+here, BACnet/MQTT/CoAP from :mod:`edge_agent.protocols`), connect it (exponential backoff with
+jitter between the configured reconnect ``min`` and ``max``), then poll its **poll groups**:
+the points that share a poll interval (each point's report policy: its own, its group's or the
+reporting default; a device ``poll_interval`` puts every point in one group). Groups due
+together are read in one :meth:`~protocol_adapters.base.DeviceDriver.read_points` call, so the
+driver still coalesces their registers. Values a driver pushes (MQTT, BACnet COV, CoAP
+Observe) arrive through its sink and take the same path. The acquisition timestamp is taken
+just before the read.
 
-Commands from the registry: ``set_properties`` writes each parameter with
-:meth:`ModbusDriver.write` (SUCCEEDED with the written values, or FAILED with every error);
-``invoke_service`` is FAILED ("services not supported yet").
+Each acquisition becomes messages (:class:`~edge_agent.reporting.ReportBuilder` with a
+:class:`~edge_agent.reporting.ReportFilter`), which go to one **appender** task: it writes
+everything queued, from all devices, in one outbox transaction (on a worker thread), then pokes
+the :class:`~edge_agent.uplink.Uplink`. A device task waits only when the queue is above its
+high-water mark. When a read finds the device gone (driver not connected) the task goes back to
+reconnecting. An exception in one device's task is caught, logged and recorded in its status;
+the task backs off and starts over, and the other devices are not disturbed.
 
-Only Modbus TCP connections (``socket`` or ``rtu`` framer) are driven so far; a serial device
-is recorded as ``unsupported`` and left alone.
+Commands from the registry: ``set_properties`` writes each parameter (the property must exist
+and be writable, the value must be valid for the model); ``invoke_service`` calls the driver's
+:meth:`~protocol_adapters.base.DeviceDriver.invoke` with validated inputs. Results go back as
+``CommandResult`` (SUCCEEDED with the values written / the service's outputs, or FAILED with
+every error).
 """
 
 from __future__ import annotations
@@ -34,32 +44,42 @@ import logging
 import random
 import threading
 import time
+from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol
 
 import grpc
 
 from cloud_registry.api.v1 import common_pb2, edge_sync_pb2
-from edge_agent.config import DeviceConfig, EdgeConfig, ModbusTcpConnection
+from edge_agent.config import DeviceConfig, EdgeConfig
+from edge_agent.drivers import Shared, binding_points, make_driver
+from edge_agent.errors import AgentCommandError, UnsupportedDevice
 from edge_agent.outbox import Outbox, OutboxStats
 from edge_agent.reporting import ReportBuilder, ReportFilter, policies_for_points
 from edge_agent.uplink import InventoryItem, Uplink, UplinkStats
-from protocol_adapters.modbus.driver import DiagnosticState, ModbusDriver
-from protocol_adapters.modbus.errors import ModbusError
-from thing_models.messages import Message, value_from_protobuf, value_to_protobuf
-from thing_models.model import ReportPolicy
-from thing_models.telemetry import compile_validator
+from protocol_adapters.base import DeviceDriver, DiagnosticState, LinkError, Reading, Update
+from thing_models.messages import Message, Quality, value_from_protobuf, value_to_protobuf
+from thing_models.model import Access, ReportPolicy, ThingModel
+from thing_models.telemetry import ModelValidator, compile_validator
 
-__all__ = ["AgentStatus", "DeviceStatus", "EdgeAgent", "poll_interval_of"]
+__all__ = [
+    "AgentStatus",
+    "DeviceStatus",
+    "EdgeAgent",
+    "PollObserver",
+    "poll_groups_of",
+    "poll_interval_of",
+]
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 DevicePhase = Literal["starting", "connecting", "polling", "backoff", "unsupported", "stopped"]
 _DEFAULT_POLL_S = 10.0
 _MIN_POLL_S = 0.01
+#: queued messages above which device tasks wait for the appender
+_QUEUE_HIGH_WATER = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,8 @@ class DeviceStatus:
 
     device_id: str
     model: str
+    protocol: str
+    endpoint: str
     phase: DevicePhase
     diagnostics: DiagnosticState
     poll_interval_s: float
@@ -85,6 +107,42 @@ class AgentStatus:
     devices: dict[str, DeviceStatus]
     outbox: OutboxStats | None
     uplink: UplinkStats | None
+    #: messages queued for the outbox, and live messages dropped for slow ``tail`` subscribers
+    queued: int = 0
+    tail_dropped: int = 0
+
+
+class PollObserver(Protocol):
+    """Told about every poll (metrics): once per poll, never per value."""
+
+    def observe_poll(self, device_id: str, seconds: float, values: int, bad: int) -> None: ...
+
+
+def _policies(device: DeviceConfig) -> dict[str, ReportPolicy]:
+    return policies_for_points(binding_points(device), device.bindings().reporting)
+
+
+def _default_interval(device: DeviceConfig) -> float:
+    return device.bindings().reporting.default.poll_interval_s or _DEFAULT_POLL_S
+
+
+def poll_groups_of(
+    device: DeviceConfig, pollable: frozenset[str]
+) -> list[tuple[float, frozenset[str]]]:
+    """``[(interval, properties)]``: the device's pollable points grouped by poll interval
+    (the device's ``poll_interval`` for all of them when set), fastest first."""
+    if not pollable:
+        return []
+    if device.poll_interval_s is not None:
+        return [(max(device.poll_interval_s, _MIN_POLL_S), pollable)]
+    policies = _policies(device)
+    default = _default_interval(device)
+    groups: dict[float, set[str]] = {}
+    for name in pollable:
+        policy = policies.get(name)
+        interval = policy.poll_interval_s if policy is not None else None
+        groups.setdefault(max(interval or default, _MIN_POLL_S), set()).add(name)
+    return [(interval, frozenset(names)) for interval, names in sorted(groups.items())]
 
 
 def poll_interval_of(device: DeviceConfig) -> float:
@@ -92,13 +150,9 @@ def poll_interval_of(device: DeviceConfig) -> float:
     else the reporting default's (10 s when none is set)."""
     if device.poll_interval_s is not None:
         return max(device.poll_interval_s, _MIN_POLL_S)
-    bindings = device.bindings()
-    intervals: list[float] = []
-    if bindings.modbus is not None:
-        policies = policies_for_points(bindings.modbus.points, bindings.reporting)
-        intervals = [p.poll_interval_s for p in policies.values() if p.poll_interval_s]
-    if not intervals and bindings.reporting.default.poll_interval_s:
-        intervals = [bindings.reporting.default.poll_interval_s]
+    intervals = [p.poll_interval_s for p in _policies(device).values() if p.poll_interval_s]
+    if not intervals and device.bindings().reporting.default.poll_interval_s:
+        intervals = [_default_interval(device)]
     return max(min(intervals), _MIN_POLL_S) if intervals else _DEFAULT_POLL_S
 
 
@@ -114,9 +168,11 @@ class _Device:
     config: DeviceConfig
     model_ref: str
     poll_interval_s: float
-    driver: ModbusDriver | None = None
+    driver: DeviceDriver | None = None
     builder: ReportBuilder | None = None
+    validator: ModelValidator | None = None
     policies: dict[str, ReportPolicy] = field(default_factory=dict)
+    groups: list[tuple[float, frozenset[str]]] = field(default_factory=list)
     phase: DevicePhase = "starting"
     polls: int = 0
     messages: int = 0
@@ -124,13 +180,24 @@ class _Device:
     task_errors: int = 0
     last_error: str = ""
     poll_now: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the latest reading of each property, with its acquisition time (admin ``read``)
+    latest: dict[str, tuple[int, Reading]] = field(default_factory=dict)
+
+
+class _Subscriber:
+    __slots__ = ("dropped", "queue")
+
+    def __init__(self, max_queue: int) -> None:
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(max(1, max_queue))
+        self.dropped = 0
 
 
 class EdgeAgent:
     """Runs the devices of ``config`` and the uplink to its registry (see the module doc).
 
     ``rng`` seeds the reconnect jitter (tests); ``uplink_options`` are passed to
-    :class:`~edge_agent.uplink.Uplink` (e.g. backoff settings).
+    :class:`~edge_agent.uplink.Uplink` (e.g. backoff settings); ``observer`` is told about
+    every poll (metrics).
     """
 
     def __init__(
@@ -139,11 +206,14 @@ class EdgeAgent:
         *,
         rng: random.Random | None = None,
         uplink_options: dict[str, Any] | None = None,
+        observer: PollObserver | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer
         self._rng = rng or random.Random()
         self._uplink_options = dict(uplink_options or {})
         self._filter = ReportFilter()
+        self._shared: Shared = {}
         self._devices: dict[str, _Device] = {}
         for device in config.devices:
             model = device.thing_model
@@ -156,6 +226,12 @@ class EdgeAgent:
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._running = False
+        self._queue: list[Message] = []
+        self._queued: asyncio.Event | None = None
+        self._room: asyncio.Event | None = None
+        self._subscribers: set[_Subscriber] = set()
+        self._tail_dropped = 0
+        self._closing = False
 
     # ------------------------------------------------------------------ control
 
@@ -182,12 +258,13 @@ class EdgeAgent:
             device_id: DeviceStatus(
                 device_id=device_id,
                 model=dev.model_ref,
+                protocol=dev.config.protocol.value,
+                endpoint=dev.driver.endpoint if dev.driver is not None else "",
                 phase=dev.phase,
-                diagnostics=replace(
-                    dev.driver.diagnostics if dev.driver is not None else DiagnosticState(),
-                    exception_codes=dict(
-                        dev.driver.diagnostics.exception_codes if dev.driver is not None else {}
-                    ),
+                diagnostics=(
+                    dev.driver.diagnostics.snapshot()
+                    if dev.driver is not None
+                    else DiagnosticState()
                 ),
                 poll_interval_s=dev.poll_interval_s,
                 polls=dev.polls,
@@ -210,6 +287,8 @@ class EdgeAgent:
             devices=devices,
             outbox=outbox_stats,
             uplink=self._uplink.stats if self._uplink is not None else None,
+            queued=len(self._queue),
+            tail_dropped=self._tail_dropped,
         )
 
     # ------------------------------------------------------------------ main
@@ -218,6 +297,10 @@ class EdgeAgent:
         """Open the outbox, start the uplink and one task per device; until :meth:`stop`."""
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._queued = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
         if self._stop_requested.is_set():
             self._stopping.set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="edge-outbox")
@@ -250,6 +333,7 @@ class EdgeAgent:
             self.config.registry.address,
         )
         uplink_task = asyncio.create_task(self._run_uplink(uplink), name="uplink")
+        appender = asyncio.create_task(self._run_appender(outbox, uplink), name="appender")
         device_tasks = [
             asyncio.create_task(self._run_device(dev), name=f"device-{device_id}")
             for device_id, dev in self._devices.items()
@@ -266,8 +350,13 @@ class EdgeAgent:
             for dev in self._devices.values():
                 dev.phase = "stopped" if dev.phase != "unsupported" else dev.phase
                 if dev.driver is not None:
+                    dev.driver.set_sink(None)
                     with contextlib.suppress(Exception):
                         await dev.driver.close()
+            self._closing = True  # the appender stores what is queued, then ends
+            self._queued.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await appender
             uplink.stop()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(uplink_task, 10.0)
@@ -329,6 +418,91 @@ class EdgeAgent:
         except Exception:
             _log.exception("edge %s: the uplink failed", self.config.edge_id)
 
+    # ------------------------------------------------------------------ the appender
+
+    def _take_queue(self) -> list[Message]:
+        batch, self._queue = self._queue, []
+        if self._room is not None:
+            self._room.set()
+        return batch
+
+    def _submit(self, messages: list[Message]) -> None:
+        """Queue ``messages`` for the outbox and hand them to live subscribers."""
+        self._queue.extend(messages)
+        if self._queued is not None:
+            self._queued.set()
+        if len(self._queue) >= _QUEUE_HIGH_WATER and self._room is not None:
+            self._room.clear()
+        for subscriber in self._subscribers:
+            for message in messages:
+                try:
+                    subscriber.queue.put_nowait(message)
+                except asyncio.QueueFull:
+                    subscriber.dropped += 1
+                    self._tail_dropped += 1
+
+    async def _run_appender(self, outbox: Outbox, uplink: Uplink) -> None:
+        """Write what the devices queued, all of it in one outbox transaction per round;
+        once :attr:`_closing`, store what is left and end (never cancelled mid-append, so
+        nothing is stored twice)."""
+        assert self._queued is not None
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            if self._queue:
+                batch = self._take_queue()
+                try:
+                    await self._io(outbox.append, batch)
+                except Exception:
+                    _log.exception("edge %s: outbox append failed", self.config.edge_id)
+                    if self._closing:
+                        return
+                    self._queue[:0] = batch
+                    await asyncio.sleep(1.0)
+                    self._queued.set()
+                    continue
+                uplink.poke()
+            if self._closing and not self._queue:
+                return
+
+    async def _deliver(self, dev: _Device, ts_ms: int, readings: Mapping[str, Reading]) -> None:
+        builder = dev.builder
+        assert builder is not None
+        for name, reading in readings.items():
+            dev.latest[name] = (ts_ms, reading)
+        messages = builder.build(
+            dev.config.id, ts_ms, readings, report_filter=self._filter, policy_for=dev.policies
+        )
+        if messages:
+            dev.messages += len(messages)
+            self._submit(messages)
+            if self._room is not None and not self._room.is_set():
+                await self._room.wait()
+
+    def _on_update(self, dev: _Device, update: Update) -> None:
+        """A driver's pushed values and events (called on the event loop)."""
+        builder = dev.builder
+        if builder is None:
+            return
+        messages: list[Message] = []
+        if update.readings:
+            for name, reading in update.readings.items():
+                dev.latest[name] = (update.ts_ms, reading)
+            messages.extend(
+                builder.build(
+                    dev.config.id,
+                    update.ts_ms,
+                    update.readings,
+                    report_filter=self._filter,
+                    policy_for=dev.policies,
+                )
+            )
+        for event_id, outputs in update.events:
+            messages.extend(builder.build_event(dev.config.id, update.ts_ms, event_id, outputs))
+        if messages:
+            dev.messages += len(messages)
+            self._submit(messages)
+
     # ------------------------------------------------------------------ devices
 
     def _backoff(self, dev: _Device, attempt: int) -> float:
@@ -340,27 +514,21 @@ class EdgeAgent:
         """Build the driver and the report builder; False when the device cannot be run."""
         config = dev.config
         model = config.thing_model
-        binding = config.bindings().modbus
-        if model is None or binding is None:
+        try:
+            if model is None:
+                raise UnsupportedDevice(f"model {config.model} is not loaded")
+            driver = make_driver(config, self._shared)
+        except UnsupportedDevice as exc:
             dev.phase = "unsupported"
-            dev.last_error = "no model or no modbus binding"
+            dev.last_error = str(exc)
+            _log.warning("device %s: %s", config.id, exc)
             return False
-        connection = config.connection
-        if not isinstance(connection, ModbusTcpConnection):
-            dev.phase = "unsupported"
-            dev.last_error = "serial Modbus connections are not supported yet"
-            _log.warning("device %s: %s", config.id, dev.last_error)
-            return False
-        dev.driver = ModbusDriver(
-            connection.host,
-            connection.port,
-            replace(binding, unit_id=connection.unit_id),
-            model,
-            timeout_s=connection.timeout_s,
-            framer="rtu" if connection.framer.value == "rtu" else "socket",
-        )
-        dev.builder = ReportBuilder(model.ref, compile_validator(model))
-        dev.policies = policies_for_points(binding.points, config.bindings().reporting)
+        dev.validator = compile_validator(model)
+        dev.builder = ReportBuilder(model.ref, dev.validator)
+        dev.policies = _policies(config)
+        dev.groups = poll_groups_of(config, driver.pollable)
+        driver.set_sink(lambda update: self._on_update(dev, update))
+        dev.driver = driver
         return True
 
     async def _run_device(self, dev: _Device) -> None:
@@ -392,9 +560,9 @@ class EdgeAgent:
             dev.connect_attempts += 1
             try:
                 await driver.connect()
-                _log.info("device %s: connected to %s:%d", dev.config.id, driver.host, driver.port)
+                _log.info("device %s: connected to %s", dev.config.id, driver.endpoint)
                 return
-            except ModbusError as exc:
+            except LinkError as exc:
                 dev.last_error = f"{type(exc).__name__}: {exc}"
                 delay = self._backoff(dev, attempt)
                 attempt += 1
@@ -403,83 +571,183 @@ class EdgeAgent:
                 await asyncio.sleep(delay)
 
     async def _poll(self, dev: _Device) -> None:
-        """Poll until the connection is lost (returns)."""
-        driver, builder = dev.driver, dev.builder
+        """Poll the device's groups until the connection is lost (returns)."""
+        driver = dev.driver
         assert driver is not None
-        assert builder is not None
         dev.phase = "polling"
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        groups = dev.groups
+        due = [loop.time()] * len(groups)
+        observer = self.observer
         while True:
+            now = loop.time()
+            forced = dev.poll_now.is_set()
             dev.poll_now.clear()
-            ts_ms = int(time.time() * 1000)
-            readings = await driver.read_all()
-            dev.polls += 1
-            messages = builder.build(
-                dev.config.id,
-                ts_ms,
-                readings,
-                report_filter=self._filter,
-                policy_for=dev.policies,
-            )
-            if messages:
-                await self._append(messages)
-                dev.messages += len(messages)
-            if driver.diagnostics.state == "offline" and not driver.connected:
+            ready = [i for i, at in enumerate(due) if forced or at <= now + 0.001]
+            if ready:
+                names = (
+                    groups[ready[0]][1]
+                    if len(ready) == 1
+                    else frozenset().union(*(groups[i][1] for i in ready))
+                )
+                ts_ms = int(time.time() * 1000)
+                started = time.perf_counter()
+                readings = await driver.read_points(names)
+                dev.polls += 1
+                if observer is not None:
+                    bad = sum(1 for r in readings.values() if r.quality != Quality.GOOD)
+                    observer.observe_poll(
+                        dev.config.id, time.perf_counter() - started, len(readings), bad
+                    )
+                await self._deliver(dev, ts_ms, readings)
+                now = loop.time()
+                for i in ready:
+                    due[i] += groups[i][0]
+                    if due[i] < now:  # overran: skip the missed polls
+                        due[i] = now
+            if not driver.connected and (not groups or driver.diagnostics.state == "offline"):
                 dev.last_error = driver.diagnostics.last_error
                 _log.info("device %s: connection lost: %s", dev.config.id, dev.last_error)
                 return
-            next_at += dev.poll_interval_s
-            now = loop.time()
-            if next_at < now:  # overran: skip the missed polls
-                next_at = now
+            wait = min(due) - loop.time() if due else 1.0  # push only: watch the connection
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+            # arrives as the event is set, and the task would then wait out a long interval
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(dev.poll_now.wait(), next_at - now)
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await dev.poll_now.wait()
 
-    async def _append(self, messages: list[Message]) -> None:
-        assert self._outbox is not None
-        await self._io(self._outbox.append, messages)
-        if self._uplink is not None:
-            self._uplink.poke()
+    # ------------------------------------------------------------------ operations
+
+    def _device(self, device_id: str) -> tuple[_Device, DeviceDriver, ThingModel]:
+        dev = self._devices.get(device_id)
+        if dev is None:
+            raise AgentCommandError(f"unknown device {device_id!r}")
+        model = dev.config.thing_model
+        if dev.driver is None or model is None:
+            raise AgentCommandError(
+                f"device {device_id} is not driven: {dev.last_error or dev.phase}"
+            )
+        return dev, dev.driver, model
+
+    async def read_property(self, device_id: str, property_id: str) -> tuple[int, Reading]:
+        """A fresh reading of one property (the latest pushed one for a device that pushes):
+        ``(acquisition time in ms, reading)``."""
+        dev, driver, model = self._device(device_id)
+        if model.property(property_id) is None:
+            raise AgentCommandError(
+                f"device {device_id}: model {model.ref} has no property {property_id!r}"
+            )
+        if property_id in driver.pollable:
+            ts_ms = int(time.time() * 1000)
+            readings = await driver.read_points(frozenset((property_id,)))
+            reading = readings.get(property_id)
+            if reading is not None:
+                dev.latest[property_id] = (ts_ms, reading)
+                return ts_ms, reading
+        latest = dev.latest.get(property_id)
+        if latest is None:
+            raise AgentCommandError(f"device {device_id}: no value of {property_id!r} yet")
+        return latest
+
+    async def write_property(self, device_id: str, property_id: str, value: object) -> object:
+        """Write one property (checked against the model first) and return the value read
+        back (None when the protocol gives none); the next poll reports it at once."""
+        dev, driver, model = self._device(device_id)
+        prop = model.property(property_id)
+        if prop is None:
+            raise AgentCommandError(
+                f"device {device_id}: model {model.ref} has no property {property_id!r}"
+            )
+        if prop.access is not Access.READ_WRITE:
+            raise AgentCommandError(f"device {device_id}: property {property_id!r} is read-only")
+        assert dev.validator is not None
+        issue = dev.validator.check_value(property_id, value)
+        if issue is not None:
+            raise AgentCommandError(f"device {device_id}: {property_id}: {issue.message}")
+        back = await driver.write(property_id, value, read_back=True)
+        dev.poll_now.set()
+        if back is None:
+            return None
+        if back.quality != Quality.GOOD:
+            raise AgentCommandError(
+                f"device {device_id}: {property_id} was written but reads back "
+                f"{back.quality.value}: {back.reason}"
+            )
+        return back.value
+
+    async def invoke_service(
+        self, device_id: str, service_id: str, args: Mapping[str, object]
+    ) -> dict[str, object]:
+        """Call one service with inputs checked against the model; its outputs."""
+        dev, driver, model = self._device(device_id)
+        if model.service(service_id) is None:
+            raise AgentCommandError(
+                f"device {device_id}: model {model.ref} has no service {service_id!r}"
+            )
+        assert dev.validator is not None
+        issues = dev.validator.check_service_input(service_id, args)
+        if issues:
+            raise AgentCommandError(
+                f"device {device_id}: service {service_id}: "
+                + "; ".join(issue.message for issue in issues)
+            )
+        outputs = await driver.invoke(service_id, args)
+        dev.poll_now.set()
+        return outputs
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, max_queue: int = 1000) -> AsyncIterator[AsyncIterator[Message]]:
+        """Live messages as the devices produce them (``tail``); a subscriber that falls
+        ``max_queue`` messages behind loses messages (counted), never slows the agent."""
+        subscriber = _Subscriber(max_queue)
+        self._subscribers.add(subscriber)
+
+        async def messages() -> AsyncIterator[Message]:
+            while True:
+                yield await subscriber.queue.get()
+
+        try:
+            yield messages()
+        finally:
+            self._subscribers.discard(subscriber)
 
     # ------------------------------------------------------------------ commands
 
     async def handle_command(self, command: common_pb2.Command) -> edge_sync_pb2.CommandResult:
-        """The uplink's ``on_command``: set properties through the device's driver."""
+        """The uplink's ``on_command``: set properties or call a service on the device."""
         failed = common_pb2.COMMAND_STATUS_FAILED
-        dev = self._devices.get(command.device_id)
-        if dev is None:
-            return edge_sync_pb2.CommandResult(
-                command_id=command.id, status=failed, error=f"unknown device {command.device_id!r}"
-            )
-        if command.kind == common_pb2.COMMAND_KIND_INVOKE_SERVICE:
-            return edge_sync_pb2.CommandResult(
-                command_id=command.id, status=failed, error="services not supported yet"
-            )
-        if command.kind != common_pb2.COMMAND_KIND_SET_PROPERTIES:
-            return edge_sync_pb2.CommandResult(
-                command_id=command.id, status=failed, error=f"unsupported kind {command.kind}"
-            )
-        driver = dev.driver
-        if driver is None:
-            return edge_sync_pb2.CommandResult(
-                command_id=command.id,
-                status=failed,
-                error=f"device {dev.config.id} is not driven: {dev.last_error or dev.phase}",
-            )
         result = edge_sync_pb2.CommandResult(
             command_id=command.id, status=common_pb2.COMMAND_STATUS_SUCCEEDED
         )
         errors: list[str] = []
-        for name in sorted(command.params):
-            try:
-                value = value_from_protobuf(command.params[name], name)
-                await driver.write(name, value)
-            except Exception as exc:
-                errors.append(f"{name}: {type(exc).__name__}: {exc}")
-                continue
-            result.result[name].CopyFrom(value_to_protobuf(value, name))
-        dev.poll_now.set()  # report the new values at once
+        try:
+            params = {
+                name: value_from_protobuf(command.params[name], name)
+                for name in sorted(command.params)
+            }
+            self._device(command.device_id)  # unknown or not driven: one error for all
+            if command.kind == common_pb2.COMMAND_KIND_SET_PROPERTIES:
+                for name, value in params.items():
+                    try:
+                        back = await self.write_property(command.device_id, name, value)
+                    except AgentCommandError as exc:
+                        errors.append(f"{name}: {exc}")
+                        continue
+                    except Exception as exc:
+                        errors.append(f"{name}: {type(exc).__name__}: {exc}")
+                        continue
+                    written = value if back is None else back
+                    result.result[name].CopyFrom(value_to_protobuf(written, name))
+            elif command.kind == common_pb2.COMMAND_KIND_INVOKE_SERVICE:
+                outputs = await self.invoke_service(command.device_id, command.service, params)
+                for name, value in outputs.items():
+                    result.result[name].CopyFrom(value_to_protobuf(value, name))
+            else:
+                errors.append(f"unsupported command kind {command.kind}")
+        except AgentCommandError as exc:
+            errors.append(str(exc))
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
         if errors:
             result.status = failed
             result.error = "; ".join(errors)

@@ -306,8 +306,9 @@ class Uplink:
                 # A session that got a Welcome resets the backoff.
                 attempt = 0 if self._counters.sessions > sessions else attempt + 1
                 delay = self._backoff(attempt)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
+                with contextlib.suppress(TimeoutError):  # not wait_for (see below)
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
         finally:
             for task in list(self._tasks):
                 task.cancel()
@@ -426,8 +427,11 @@ class Uplink:
             if not prepared:
                 self._wake.clear()
                 timeout = self.idle_poll_s if delay <= 0 else min(delay, self.idle_poll_s)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancel that arrives as the event is set
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
 
     async def _wait_room(self, session: _Session) -> None:
         while len(session.in_flight) >= session.window:

@@ -6,17 +6,23 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
-# The PostgreSQL engine's tests start a throwaway server (tests/cloud_registry/pg_cluster.py):
-# install the server binaries (Debian package postgresql) when they are missing.
-if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
-    echo "test.sh: installing the Debian package postgresql (server for the tests)" >&2
+# Real peers the tests start: a throwaway PostgreSQL server (tests/cloud_registry/pg_cluster.py),
+# a mosquitto broker (tests/mosquitto.py), socat pty pairs for serial Modbus lines, and ip
+# (iproute2) for the BACnet network namespaces. Install the Debian packages that are missing.
+need=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v socat >/dev/null || need+=(socat)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "test.sh: installing Debian packages for the tests' real peers: ${need[*]}" >&2
     sudo_cmd=()
     if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
         sudo_cmd=(sudo)
     fi
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 echo "== ruff" >&2

@@ -66,8 +66,9 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
+from protocol_adapters.base import Reading
 from protocol_adapters.modbus.errors import ModbusCodecError, ModbusConfigError
 from thing_models.messages import Quality
 from thing_models.model import (
@@ -121,16 +122,10 @@ _new = tuple.__new__  # builds a Decoded without NamedTuple's Python-level __new
 _Kind = Literal["auto", "bool", "int", "float", "enum", "str", "hex", "list"]
 
 
-class Decoded(NamedTuple):
-    """One decoded reading: the value, its quality, and why it is bad (empty when good).
-
-    ``value`` is None when there is no value (sentinel, unmapped enum raw value, NaN,
-    undecodable string); a reading outside ``valid_min``/``valid_max`` keeps its value.
-    """
-
-    value: Any
-    quality: Quality
-    reason: str = ""
+#: One decoded reading (the adapters' shared :class:`~protocol_adapters.base.Reading`):
+#: ``value`` is None when there is no value (sentinel, unmapped enum raw value, NaN,
+#: undecodable string); a reading outside ``valid_min``/``valid_max`` keeps its value.
+Decoded = Reading
 
 
 @dataclass(frozen=True, slots=True)

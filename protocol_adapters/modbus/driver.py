@@ -1,117 +1,78 @@
-"""The asyncio Modbus driver: the pure codec and planner over pymodbus' ``AsyncModbusTcpClient``.
+"""The asyncio Modbus driver: the pure codec and planner over one Modbus line (pymodbus).
 
 ::
 
-    driver = ModbusDriver("10.0.0.7", 502, model.bindings.modbus, model)
+    driver = ModbusDriver("10.0.0.7", 502, model.bindings.modbus, model)   # a line of its own
+    line = shared_line(shared, SerialLine("/dev/ttyUSB0", 19200), timeout_s=0.5)
+    driver = ModbusDriver.on_line(line, binding, model)                      # a shared line
     await driver.connect()
     readings = await driver.read_all()          # {property id: Decoded}
     await driver.write("relay_closed", True)    # raises ModbusTransportError / ModbusCodecError
+    await driver.invoke("reset_energy", {})     # a service bound as a Modbus write
     driver.diagnostics.state                    # "online" | "degraded" | "offline"
 
 Contract:
 
-- **One transaction at a time per connection**: an :class:`asyncio.Lock` serializes every
-  request on the line, whatever its unit id (a TCP gateway in front of an RS-485 bus, or an
-  RTU-over-TCP converter, cannot interleave requests).
-- **Errors are translated once**, here: pymodbus' ``ConnectionException`` and socket errors ->
-  :class:`ModbusConnectionError`; no (complete) response in ``timeout_s`` ->
-  :class:`ModbusTimeoutError`; an exception response -> :class:`ModbusExceptionResponse` (with
-  the function and the exception code); any other pymodbus error ->
-  :class:`ModbusTransportError`. Each is ``raise ... from`` the original.
+- **One transaction at a time per line**: every request is made under the
+  :class:`~protocol_adapters.modbus.line.ModbusLine`'s lock, shared by every driver (unit id)
+  on that serial port or TCP endpoint, so they never interleave; errors are translated there.
 - :meth:`ModbusDriver.read_all` **never raises for a failed request**: the points of a request
   that failed (transport error, exception response, or a garbage / wrong-length response that
   the codec rejects with :class:`ModbusCodecError`) come back as a :class:`Decoded` with bad
   quality, no value and the error as reason; the other requests' points are unaffected. The
   failure is counted in :attr:`ModbusDriver.diagnostics`.
-- :meth:`ModbusDriver.write` **raises** (the caller asked for one action and must learn that
-  it failed): :class:`ModbusTransportError` subclasses, or :class:`ModbusCodecError` for a
-  value the point cannot carry. ``bit``/``mask``/``shift`` points are read-modify-write under
-  the one lock, so no other request of this driver slips between the read and the write.
-- **Reconnect** is lazy: pymodbus' own reconnect loop is off (``reconnect_delay=0``); a
-  request on a closed connection tries one connect first, so a device that comes back is
-  online again at the next poll.
+- :meth:`ModbusDriver.write` and :meth:`ModbusDriver.invoke` **raise** (the caller asked for
+  one action and must learn that it failed): :class:`ModbusTransportError` subclasses,
+  :class:`ModbusCodecError` for a value the point cannot carry, :class:`ModbusConfigError` for
+  a property or service the binding does not map. ``bit``/``mask``/``shift`` points are
+  read-modify-write under the line's lock, so no other request slips between the read and
+  the write.
+- **Reconnect** is lazy: a request on a closed line tries one connect first, so a device that
+  comes back is online again at the next poll.
 
-Diagnostics (:class:`DiagnosticState`) are updated on every request: ``online`` after a
-success; ``degraded`` after an exception response, a codec error or a timeout (the peer may
-still be there); ``offline`` after a connection error or ``offline_after`` consecutive
-transport failures.
+Diagnostics (:class:`DiagnosticState`, one per driver, so per unit id) are updated on every
+request: ``online`` after a success; ``degraded`` after an exception response, a codec error
+or a timeout (the peer may still be there); ``offline`` after a connection error or
+``offline_after`` consecutive transport failures.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
-
-from protocol_adapters.modbus.codec import Decoded, PointCodec, WriteRequest, compile_binding
+from protocol_adapters.base import DiagnosticState, LinkState, UpdateSink
+from protocol_adapters.modbus.codec import (
+    Decoded,
+    PointCodec,
+    ServiceWriteCodec,
+    WriteRequest,
+    compile_binding,
+    compile_service_write,
+)
 from protocol_adapters.modbus.errors import (
     ModbusCodecError,
     ModbusConfigError,
-    ModbusConnectionError,
     ModbusError,
-    ModbusExceptionResponse,
-    ModbusTimeoutError,
-    ModbusTransportError,
 )
+from protocol_adapters.modbus.line import Endpoint, ModbusLine, SerialLine, TcpLine
 from protocol_adapters.modbus.planner import ReadRequest, decode_response, plan_reads
 from thing_models.messages import Quality
 from thing_models.model import ModbusBinding, ThingModel
 
 __all__ = ["DiagnosticState", "LinkState", "ModbusDriver"]
 
-LinkState = Literal["online", "degraded", "offline"]
 _T = TypeVar("_T")
 
 
-@dataclass(slots=True)
-class DiagnosticState:
-    """Counters and link state of one driver, updated on every request."""
-
-    state: LinkState = "offline"
-    requests: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    exception_codes: dict[int, int] = field(default_factory=dict)
-    last_error: str = ""
-    #: wall-clock time (ms since the epoch) of the last successful request, None before one
-    last_ok_ms: int | None = None
-    consecutive_failures: int = 0
-
-    def ok(self) -> None:
-        self.requests += 1
-        self.consecutive_failures = 0
-        self.last_ok_ms = int(time.time() * 1000)
-        self.state = "online"
-
-    def failed(self, error: ModbusError, offline_after: int) -> None:
-        self.requests += 1
-        self.errors += 1
-        self.consecutive_failures += 1
-        self.last_error = f"{type(error).__name__}: {error}"
-        if isinstance(error, ModbusTimeoutError):
-            self.timeouts += 1
-        if isinstance(error, ModbusExceptionResponse):
-            self.exception_codes[error.code] = self.exception_codes.get(error.code, 0) + 1
-        transport = isinstance(error, ModbusConnectionError | ModbusTimeoutError)
-        if isinstance(error, ModbusConnectionError) or (
-            transport and self.consecutive_failures >= offline_after
-        ):
-            self.state = "offline"
-        else:
-            self.state = "degraded"
-
-
-_FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
+class _Plan(NamedTuple):
+    requests: list[ReadRequest]
+    codecs: list[PointCodec]
 
 
 class ModbusDriver:
-    """A Modbus TCP (or RTU over TCP) connection to the devices of one binding."""
+    """The device of one binding (one unit id, or several) on a Modbus line."""
 
     def __init__(
         self,
@@ -124,69 +85,100 @@ class ModbusDriver:
         framer: Literal["socket", "rtu"] = "socket",
         offline_after: int = 3,
     ) -> None:
-        if framer not in _FRAMERS:
-            raise ModbusConfigError(f"framer must be 'socket' or 'rtu' (got {framer!r})")
-        if not timeout_s > 0:
-            raise ModbusConfigError(f"timeout_s must be > 0 (got {timeout_s!r})")
-        self.host = host
-        self.port = port
+        """A Modbus TCP (or RTU over TCP) device on a line of its own."""
+        line = ModbusLine(TcpLine(host, port, framer), timeout_s=timeout_s)
+        self._setup(line, binding, model, offline_after)
+
+    @classmethod
+    def on_line(
+        cls,
+        line: ModbusLine,
+        binding: ModbusBinding,
+        model: ThingModel | None = None,
+        *,
+        offline_after: int = 3,
+    ) -> ModbusDriver:
+        """A device on ``line``, which it shares with the other drivers given the same line."""
+        driver = cls.__new__(cls)
+        driver._setup(line, binding, model, offline_after)
+        return driver
+
+    def _setup(
+        self,
+        line: ModbusLine,
+        binding: ModbusBinding,
+        model: ThingModel | None,
+        offline_after: int,
+    ) -> None:
+        self.line = line
         self.binding = binding
-        self.timeout_s = timeout_s
         self.offline_after = max(1, offline_after)
         self.codecs: tuple[PointCodec, ...] = compile_binding(binding, model)
         self._by_name = {codec.name: codec for codec in self.codecs}
+        self.services: dict[str, tuple[ServiceWriteCodec, ...]] = {}
+        for write in binding.services:
+            codec = compile_service_write(write, binding)
+            self.services[write.service] = (*self.services.get(write.service, ()), codec)
         self.requests: list[ReadRequest] = plan_reads(self.codecs, binding)
         self.diagnostics = DiagnosticState()
-        self._lock = asyncio.Lock()
-        self._framer = _FRAMERS[framer]
-        # pymodbus binds its client to the running loop: made on the first connect
-        self._client_obj: AsyncModbusTcpClient | None = None
+        self._pollable = frozenset(self._by_name)
+        self._plans: dict[frozenset[str], _Plan] = {
+            self._pollable: _Plan(self.requests, list(self.codecs))
+        }
+        self._lock = line.lock
+        self._attached = False
 
     # ------------------------------------------------------------------ connection
 
     @property
-    def _client(self) -> AsyncModbusTcpClient:
-        client = self._client_obj
-        if client is None:
-            client = self._client_obj = AsyncModbusTcpClient(
-                self.host,
-                port=self.port,
-                framer=self._framer,
-                timeout=self.timeout_s,
-                retries=0,
-                reconnect_delay=0,  # no background reconnect loop: we reconnect lazily
-            )
-        return client
+    def endpoint(self) -> str:
+        return f"{self.line.endpoint} unit {self.binding.unit_id}"
+
+    @property
+    def host(self) -> str:
+        """The TCP host, or the serial port's name."""
+        endpoint: Endpoint = self.line.endpoint
+        return endpoint.port if isinstance(endpoint, SerialLine) else endpoint.host
+
+    @property
+    def port(self) -> int:
+        """The TCP port (0 on a serial line)."""
+        endpoint: Endpoint = self.line.endpoint
+        return 0 if isinstance(endpoint, SerialLine) else endpoint.port
+
+    @property
+    def timeout_s(self) -> float:
+        return self.line.timeout_s
+
+    @property
+    def pollable(self) -> frozenset[str]:
+        return self._pollable
+
+    def set_sink(self, sink: UpdateSink | None) -> None:
+        """Modbus devices push nothing: everything is polled."""
 
     @property
     def connected(self) -> bool:
-        return self._client_obj is not None and bool(self._client_obj.connected)
+        return self.line.connected
 
     async def connect(self) -> None:
-        """Open the connection; raises :class:`ModbusConnectionError` (and counts it)."""
+        """Open the line unless open; raises :class:`ModbusConnectionError` (and counts it)."""
         async with self._lock:
+            if not self._attached:
+                self._attached = True
+                self.line.attach()
             try:
-                await self._connect()
-            except ModbusConnectionError as exc:
+                await self.line.connect()
+            except ModbusError as exc:
                 self.diagnostics.failed(exc, self.offline_after)
                 raise
 
-    async def _connect(self) -> None:
-        try:
-            ok = await asyncio.wait_for(self._client.connect(), self.timeout_s * 2)
-        except (TimeoutError, OSError, ModbusException) as exc:
-            self._client.close()
-            raise ModbusConnectionError(
-                f"cannot connect to {self.host}:{self.port}: {exc}"
-            ) from exc
-        if not ok:
-            self._client.close()
-            raise ModbusConnectionError(f"cannot connect to {self.host}:{self.port}")
-
     async def close(self) -> None:
+        """Leave the line (closed when its last driver leaves)."""
         async with self._lock:
-            if self._client_obj is not None:
-                self._client_obj.close()
+            if self._attached:
+                self._attached = False
+                self.line.detach()
             self.diagnostics.state = "offline"
 
     async def __aenter__(self) -> ModbusDriver:
@@ -198,38 +190,8 @@ class ModbusDriver:
 
     # ------------------------------------------------------------------ transactions
 
-    async def _transact(self, function: int, call: Callable[[], Awaitable[Any]]) -> Any:
-        """One request (lock held by the caller): translate errors, raise an exception
-        response, return the pymodbus response."""
-        if not self._client.connected:
-            await self._connect()
-        try:
-            response = await asyncio.wait_for(call(), self.timeout_s * 1.5 + 0.5)
-        except TimeoutError as exc:
-            raise ModbusTimeoutError(
-                f"function {function}: no response in {self.timeout_s} s"
-            ) from exc
-        except ConnectionException as exc:
-            self._client.close()
-            raise ModbusConnectionError(f"function {function}: {exc}") from exc
-        except ModbusIOException as exc:
-            if not self._client.connected:
-                raise ModbusConnectionError(f"function {function}: {exc}") from exc
-            raise ModbusTimeoutError(f"function {function}: {exc}") from exc
-        except OSError as exc:
-            self._client.close()
-            raise ModbusConnectionError(f"function {function}: {exc}") from exc
-        except ModbusException as exc:
-            raise ModbusTransportError(f"function {function}: {exc}") from exc
-        if response is None:
-            raise ModbusTimeoutError(f"function {function}: no response")
-        if response.isError():
-            code = int(getattr(response, "exception_code", 0) or 0)
-            raise ModbusExceptionResponse(function, code)
-        return response
-
     async def _read(self, request: ReadRequest) -> Sequence[int] | Sequence[bool]:
-        client = self._client
+        client = self.line.client
         readers = {
             1: client.read_coils,
             2: client.read_discrete_inputs,
@@ -237,7 +199,7 @@ class ModbusDriver:
             4: client.read_input_registers,
         }
         reader = readers[request.function]
-        response = await self._transact(
+        response = await self.line.transact(
             request.function,
             lambda: reader(request.address, count=request.count, device_id=request.unit_id),
         )
@@ -259,11 +221,15 @@ class ModbusDriver:
 
     # ------------------------------------------------------------------ reads
 
-    async def read_request(self, request: ReadRequest) -> dict[str, Decoded]:
-        """Execute one planned request and decode its points; raises on failure."""
+    async def read_request(
+        self, request: ReadRequest, codecs: Sequence[PointCodec] | None = None
+    ) -> dict[str, Decoded]:
+        """Execute one planned request and decode its points; raises on failure.
+        ``codecs``: the list the request's point indexes refer to (default: all points)."""
+        table = self.codecs if codecs is None else codecs
         async with self._lock:
-            readings = await self._counted(lambda: self._read_decoded(request, self.codecs))
-        return {self.codecs[index].name: value for index, value in readings.items()}
+            readings = await self._counted(lambda: self._read_decoded(request, table))
+        return {table[index].name: value for index, value in readings.items()}
 
     async def _read_decoded(
         self, request: ReadRequest, codecs: Sequence[PointCodec]
@@ -274,14 +240,32 @@ class ModbusDriver:
     async def read_all(self) -> dict[str, Decoded]:
         """Every point of the binding, by property id. Never raises for a failed request:
         its points come back with bad quality and the error as reason."""
+        return await self.read_points(self._pollable)
+
+    def _plan(self, properties: Collection[str]) -> _Plan:
+        """The requests covering ``properties``, and the codecs their point indexes refer to
+        (cached for the last few distinct sets: a poll group asks for the same set each time)."""
+        key = properties if isinstance(properties, frozenset) else frozenset(properties)
+        plan = self._plans.get(key)
+        if plan is None:
+            codecs = [self.codec(name) for name in sorted(key)]
+            plan = _Plan(plan_reads(codecs, self.binding) if codecs else [], codecs)
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        return plan
+
+    async def read_points(self, properties: Collection[str]) -> dict[str, Decoded]:
+        """The points of ``properties`` (coalesced into as few requests as the binding
+        allows); like :meth:`read_all`, never raises for a failed request."""
+        plan = self._plan(properties)
         result: dict[str, Decoded] = {}
-        for request in self.requests:
+        for request in plan.requests:
             try:
-                result.update(await self.read_request(request))
+                result.update(await self.read_request(request, plan.codecs))
             except ModbusError as exc:
                 bad = Decoded(None, Quality.BAD, f"{type(exc).__name__}: {exc}")
                 for index, _ in request.points:
-                    result[self.codecs[index].name] = bad
+                    result[plan.codecs[index].name] = bad
         return result
 
     # ------------------------------------------------------------------ writes
@@ -312,8 +296,39 @@ class ModbusDriver:
             readings = await self._counted(lambda: self._read_decoded(request, [codec]))
         return readings[0]
 
+    async def invoke(self, service_id: str, args: Mapping[str, object]) -> dict[str, object]:
+        """Carry out a service the binding maps to Modbus writes (function 5, 6, 15 or 16;
+        several writes of one service in binding order, under one lock hold).
+
+        Returns ``{}``: a write-only service has no outputs to read. Raises
+        :class:`ModbusConfigError` for a service the binding does not map,
+        :class:`ModbusCodecError` for a missing or unfit input, and the transport errors.
+        """
+        codecs = self.services.get(service_id)
+        if codecs is None:
+            raise ModbusConfigError(
+                f"{service_id}: no Modbus service write for it in the binding ({self.endpoint})"
+            )
+        writes = [self._service_write(service_id, codec, args) for codec in codecs]
+        async with self._lock:
+            for write in writes:
+                await self._counted(partial(self._write, write))
+        return {}
+
+    @staticmethod
+    def _service_write(
+        service_id: str, codec: ServiceWriteCodec, args: Mapping[str, object]
+    ) -> WriteRequest:
+        param = codec.write.param
+        try:
+            return codec.write_request(args)
+        except ModbusCodecError as exc:
+            if param is None or param not in args:
+                raise
+            raise ModbusCodecError(f"{service_id}: input {param!r}: {exc}") from exc
+
     async def _write(self, write: WriteRequest) -> None:
-        client = self._client
+        client = self.line.client
         unit, address, values = write.unit_id, write.address, write.values
         call: Callable[[], Awaitable[Any]]
         if write.function == 5:
@@ -328,4 +343,4 @@ class ModbusDriver:
             call = lambda: client.write_registers(address, regs, device_id=unit)  # noqa: E731
         else:  # pragma: no cover - the codec only emits 5, 6, 15, 16
             raise ModbusConfigError(f"unsupported write function {write.function}")
-        await self._transact(write.function, call)
+        await self.line.transact(write.function, call)

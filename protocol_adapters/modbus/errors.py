@@ -24,6 +24,13 @@ bad quality and a reason, so one faulty point never costs the rest of a request.
 
 from __future__ import annotations
 
+from protocol_adapters.base import (
+    LinkConnectionError,
+    LinkError,
+    LinkTimeoutError,
+    PeerRejectedError,
+)
+
 __all__ = [
     "EXCEPTION_CODES",
     "ModbusCodecError",
@@ -62,24 +69,24 @@ class ModbusCodecError(ModbusError):
     what was expected."""
 
 
-class ModbusTransportError(ModbusError):
+class ModbusTransportError(ModbusError, LinkError):
     """A request that did not complete (raised by the driver, never by the pure layer)."""
 
 
-class ModbusConnectionError(ModbusTransportError):
+class ModbusConnectionError(ModbusTransportError, LinkConnectionError):
     """The connection could not be opened or was lost."""
 
 
-class ModbusTimeoutError(ModbusTransportError):
+class ModbusTimeoutError(ModbusTransportError, LinkTimeoutError):
     """No complete response arrived in time."""
 
 
-class ModbusExceptionResponse(ModbusTransportError):
+class ModbusExceptionResponse(ModbusTransportError, PeerRejectedError):
     """The device answered with exception ``code`` to ``function``."""
 
     def __init__(self, function: int, code: int, detail: str = "") -> None:
         self.function = function
-        self.code = code
+        self.code: int = code
         name = EXCEPTION_CODES.get(code, "unknown exception code")
         text = f"function {function}: exception {code} ({name})"
         super().__init__(f"{text}: {detail}" if detail else text)

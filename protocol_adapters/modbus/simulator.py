@@ -1,4 +1,4 @@
-"""A Modbus TCP device simulator that follows a thing model's Modbus binding (tests, demos).
+"""A Modbus device simulator that follows a thing model's Modbus binding (tests, demos).
 
 ::
 
@@ -7,6 +7,14 @@
     await sim.tick()                         # one random-walk step of every read-only point
     await sim.set_value("voltage_a", 231.5)  # encoded with the point's codec
     await sim.stop()
+
+    bus = ModbusSimulator(model, units=(1, 2), serial_port="/tmp/ttyA")  # two meters, RTU
+    await bus.set_value("voltage_a", 229.0, unit=2)
+
+It serves Modbus TCP (or RTU over TCP with ``framer="rtu"``), or serial RTU on
+``serial_port`` (a pty in tests). ``units`` replicates the binding at several unit ids behind
+one server, like identical devices on one RS-485 bus; the value methods take ``unit=`` (default:
+the first).
 
 Every unit id of the binding is one pymodbus ``SimDevice`` with four separate tables; each
 table serves addresses ``0 .. last mapped address`` (service-write targets included), so a read
@@ -28,11 +36,13 @@ import asyncio
 import contextlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pymodbus import FramerType
-from pymodbus.server import ModbusTcpServer
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
@@ -67,7 +77,7 @@ _FRAMERS = {"socket": FramerType.SOCKET, "rtu": FramerType.RTU}
 
 
 class ModbusSimulator:
-    """A pymodbus TCP server whose registers follow ``model``'s Modbus binding."""
+    """A pymodbus TCP or serial server whose registers follow ``model``'s Modbus binding."""
 
     def __init__(
         self,
@@ -79,7 +89,15 @@ class ModbusSimulator:
         tick_ms: int | None = None,
         framer: str = "socket",
         binding: ModbusBinding | None = None,
+        units: Sequence[int] | None = None,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        on_pdu: Callable[[bool, int, int], None] | None = None,
     ) -> None:
+        """``units``: serve the binding at each of these unit ids (default: its own);
+        ``serial_port``: serve RTU on that serial device instead of TCP; ``on_pdu``: called
+        with ``(sending, unit id, function code)`` for every request received and response
+        sent (tests watch the line with it)."""
         found = binding if binding is not None else model.bindings.modbus
         if found is None:
             raise ModbusConfigError(f"{model.name}: no Modbus binding")
@@ -90,34 +108,51 @@ class ModbusSimulator:
         self.host = host
         self.port = port
         self.tick_ms = tick_ms
+        if units is not None and (not units or any(not 0 <= u <= 247 for u in units)):
+            raise ModbusConfigError(f"units must be unit ids 0..247 (got {list(units)!r})")
         self._framer = _FRAMERS[framer]
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self._on_pdu = on_pdu
         self._rng = random.Random(seed)
         self._seed = seed
-        self.codecs: dict[str, PointCodec] = {c.name: c for c in compile_binding(found, model)}
+        # one binding per replica: {replica unit: binding}
+        self._bindings: dict[int, ModbusBinding] = {found.unit_id: found}
+        if units is not None:
+            points = tuple(replace(p, unit_id=None) for p in found.points)
+            self._bindings = {u: replace(found, unit_id=u, points=points) for u in units}
+        self._replicas: dict[int, dict[str, PointCodec]] = {
+            unit: {c.name: c for c in compile_binding(b, model)}
+            for unit, b in self._bindings.items()
+        }
+        self._first = next(iter(self._replicas))
+        self.codecs: dict[str, PointCodec] = self._replicas[self._first]
         # shadow tables: {unit: {table: values}}; the server's own copy is the truth once running
         self._tables: dict[int, dict[ModbusTable, list[int]]] = {}
         self._size_tables()
-        self._values: dict[str, Any] = {}
-        for name, codec in self.codecs.items():
-            value = self._initial(codec)
-            self._values[name] = value
-            self._store_shadow(codec, value)
-        self._server: ModbusTcpServer | None = None
+        self._values: dict[tuple[int, str], Any] = {}
+        for unit, codecs in self._replicas.items():
+            for name, codec in codecs.items():
+                value = self._initial(codec)
+                self._values[unit, name] = value
+                self._store_shadow(codec, value)
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ layout
 
     def _size_tables(self) -> None:
         ends: dict[int, dict[ModbusTable, int]] = {}
-        for codec in self.codecs.values():
-            unit = ends.setdefault(codec.unit_id, {})
-            unit[codec.table] = max(unit.get(codec.table, 0), codec.address + codec.count)
-        for write in self.binding.services:
-            unit_id = self.binding.unit_id
-            unit = ends.setdefault(unit_id, {})
-            count = 1 if write.table.is_bit_table else (write.type.register_count or 1)
-            address = pdu_address(write.address, self.binding, write.service)
-            unit[write.table] = max(unit.get(write.table, 0), address + count)
+        for codecs in self._replicas.values():
+            for codec in codecs.values():
+                unit = ends.setdefault(codec.unit_id, {})
+                unit[codec.table] = max(unit.get(codec.table, 0), codec.address + codec.count)
+        for binding in self._bindings.values():
+            for write in binding.services:
+                unit = ends.setdefault(binding.unit_id, {})
+                count = 1 if write.table.is_bit_table else (write.type.register_count or 1)
+                address = pdu_address(write.address, binding, write.service)
+                unit[write.table] = max(unit.get(write.table, 0), address + count)
         for unit_id, unit in ends.items():
             self._tables[unit_id] = {t: [0] * max(unit.get(t, 0), 1) for t in _TABLES}
 
@@ -200,52 +235,80 @@ class ModbusSimulator:
 
     # ------------------------------------------------------------------ values
 
-    async def get_registers(self, prop: str) -> list[int]:
+    async def get_registers(self, prop: str, *, unit: int | None = None) -> list[int]:
         """The raw registers (or the one bit, as 0/1) of ``prop`` as served now."""
-        return await self._get(self._codec(prop))
+        return await self._get(self._codec(prop, unit))
 
-    async def set_registers(self, prop: str, registers: Sequence[int]) -> None:
+    async def set_registers(
+        self, prop: str, registers: Sequence[int], *, unit: int | None = None
+    ) -> None:
         """Overwrite the raw registers of ``prop`` (no codec: for garbage and edge cases)."""
-        codec = self._codec(prop)
+        codec = self._codec(prop, unit)
         if len(registers) != codec.count:
             raise ModbusConfigError(f"{prop}: needs {codec.count} registers")
         await self._put(codec, [int(v) for v in registers])
 
-    async def get_value(self, prop: str) -> Any:
+    async def read_table(
+        self, table: ModbusTable, address: int, count: int = 1, *, unit: int | None = None
+    ) -> list[int]:
+        """``count`` raw registers (or bits, as 0/1) of ``table`` from PDU ``address`` as
+        served now (service-write targets have no property: read them here)."""
+        unit_id = self._first if unit is None else unit
+        if unit_id not in self._tables:
+            raise ModbusConfigError(f"unit {unit_id}: not simulated (units {list(self._tables)})")
+        size = len(self._tables[unit_id][table])
+        if address < 0 or count < 1 or address + count > size:
+            raise ModbusConfigError(
+                f"unit {unit_id} {table.value}: {address}+{count} outside 0..{size}"
+            )
+        if self._server is None:
+            return self._tables[unit_id][table][address : address + count]
+        values = await self._server.async_getValues(unit_id, table.read_function, address, count)
+        return [int(v) for v in values]
+
+    async def get_value(self, prop: str, *, unit: int | None = None) -> Any:
         """The value the registers of ``prop`` hold now (decoded; None if bad quality)."""
-        codec = self._codec(prop)
+        codec = self._codec(prop, unit)
         data = await self._get(codec)
         decoded = codec.decode_bits(data) if codec.is_bits else codec.decode(data)
         return decoded.value if decoded.quality is Quality.GOOD else None
 
-    async def set_value(self, prop: str, value: Any) -> None:
+    async def set_value(self, prop: str, value: Any, *, unit: int | None = None) -> None:
         """Put ``value`` into the registers of ``prop`` (encoded with its codec; raises
         :class:`ModbusCodecError` for a value the point cannot carry)."""
-        codec = self._codec(prop)
+        codec = self._codec(prop, unit)
         current = await self._get(codec)
         encoded = [int(v) for v in codec.encode_into(value, current)]
         await self._put(codec, encoded)
-        self._values[prop] = value
+        self._values[self._replica(unit), prop] = value
 
-    def _codec(self, prop: str) -> PointCodec:
+    def _replica(self, unit: int | None) -> int:
+        if unit is None:
+            return self._first
+        if unit not in self._replicas:
+            raise ModbusConfigError(f"unit {unit}: not simulated (units {list(self._replicas)})")
+        return unit
+
+    def _codec(self, prop: str, unit: int | None = None) -> PointCodec:
         try:
-            return self.codecs[prop]
+            return self._replicas[self._replica(unit)][prop]
         except KeyError:
             raise ModbusConfigError(f"{prop}: no Modbus point in the binding") from None
 
     async def tick(self) -> None:
-        """One random-walk step of every read-only property."""
-        for name, codec in self.codecs.items():
-            if self._writable(codec):
-                continue
-            value = await self.get_value(name)
-            if value is None:
-                value = self._values[name]
-            new = self._step(codec, value)
-            if new != value:
-                current = await self._get(codec)
-                await self._put(codec, self._encode(codec, new, current))
-                self._values[name] = new
+        """One random-walk step of every read-only property (of every unit)."""
+        for unit, codecs in self._replicas.items():
+            for name, codec in codecs.items():
+                if self._writable(codec):
+                    continue
+                value = await self.get_value(name, unit=unit)
+                if value is None:
+                    value = self._values[unit, name]
+                new = self._step(codec, value)
+                if new != value:
+                    current = await self._get(codec)
+                    await self._put(codec, self._encode(codec, new, current))
+                    self._values[unit, name] = new
 
     def _step(self, codec: PointCodec, value: Any) -> Any:
         schema = self._schema(codec)
@@ -287,13 +350,33 @@ class ModbusSimulator:
             devices.append(SimDevice(unit_id, simdata=(blocks[0], blocks[1], blocks[2], blocks[3])))
         return devices
 
+    def _traced(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if self._on_pdu is not None:
+            self._on_pdu(sending, int(pdu.dev_id), int(pdu.function_code))
+        return pdu
+
     async def start(self) -> int:
-        """Start serving; returns the bound port."""
+        """Start serving; returns the bound TCP port (0 on a serial line)."""
         if self._server is not None:
             return self.port
-        server = ModbusTcpServer(
-            self._devices(), framer=self._framer, address=(self.host, self.port)
-        )
+        trace = self._traced if self._on_pdu is not None else None
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.serial_port is not None:
+            server = ModbusSerialServer(
+                self._devices(),
+                framer=FramerType.RTU,
+                port=self.serial_port,
+                baudrate=self.baudrate,
+                trace_pdu=trace,
+            )
+            self.port = 0
+        else:
+            server = ModbusTcpServer(
+                self._devices(),
+                framer=self._framer,
+                address=(self.host, self.port),
+                trace_pdu=trace,
+            )
         await server.serve_forever(background=True)
         self._server = server
         transport: Any = server.transport

@@ -86,5 +86,5 @@ def test_bad_input_is_refused_clearly(
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main(["simulate", "bacnet", "--model", str(METER)])
+        main(["simulate", "zigbee", "--model", str(METER)])
     assert info.value.code == 2
