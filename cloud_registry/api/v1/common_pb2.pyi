@@ -149,7 +149,7 @@ class EventRecord(_message.Message):
     def __init__(self, id: _Optional[str] = ..., device_id: _Optional[str] = ..., name: _Optional[str] = ..., level: _Optional[str] = ..., ts_ms: _Optional[int] = ..., params: _Optional[_Mapping[str, _thing_message_pb2.Value]] = ..., acknowledged: _Optional[bool] = ..., acknowledged_by: _Optional[str] = ..., acknowledged_ms: _Optional[int] = ..., comment: _Optional[str] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("id", "device_id", "edge_id", "kind", "service", "params", "status", "result", "error", "created_ms", "updated_ms", "expires_ms", "sequence")
+    __slots__ = ("id", "device_id", "edge_id", "kind", "service", "params", "status", "result", "error", "created_ms", "updated_ms", "expires_ms", "sequence", "envelope")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,7 @@ class Command(_message.Message):
     UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     id: str
     device_id: str
     edge_id: str
@@ -190,4 +191,5 @@ class Command(_message.Message):
     updated_ms: int
     expires_ms: int
     sequence: int
-    def __init__(self, id: _Optional[str] = ..., device_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., kind: _Optional[_Union[CommandKind, str]] = ..., service: _Optional[str] = ..., params: _Optional[_Mapping[str, _thing_message_pb2.Value]] = ..., status: _Optional[_Union[CommandStatus, str]] = ..., result: _Optional[_Mapping[str, _thing_message_pb2.Value]] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+    envelope: bytes
+    def __init__(self, id: _Optional[str] = ..., device_id: _Optional[str] = ..., edge_id: _Optional[str] = ..., kind: _Optional[_Union[CommandKind, str]] = ..., service: _Optional[str] = ..., params: _Optional[_Mapping[str, _thing_message_pb2.Value]] = ..., status: _Optional[_Union[CommandStatus, str]] = ..., result: _Optional[_Mapping[str, _thing_message_pb2.Value]] = ..., error: _Optional[str] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., expires_ms: _Optional[int] = ..., sequence: _Optional[int] = ..., envelope: _Optional[bytes] = ...) -> None: ...
