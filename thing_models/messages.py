@@ -307,12 +307,36 @@ def _normalize(value: object, path: str, depth: int) -> Any:
 def _normalize_map(value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, item in value.items():
-        if not isinstance(key, str):
-            raise MessageError(f"{path}: map keys must be strings, got {_short(key)}")
-        key = str.__str__(key)
-        _check_unicode(key, path)
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise MessageError(f"{path}: map keys must be strings, got {_short(key)}")
+            key = str.__str__(key)
+        if not key.isascii():
+            _check_unicode(key, path)
+        # the common scalars inline: no child path is built unless something is wrong
+        kind = type(item)
+        if kind is float:
+            if item - item == 0.0:  # finite
+                out[key] = item
+                continue
+        elif item is None or kind is bool:
+            out[key] = item
+            continue
+        elif kind is int:
+            if _INT64_MIN <= item <= _INT64_MAX:
+                out[key] = item
+                continue
+        elif kind is str and item.isascii():
+            out[key] = item
+            continue
         out[key] = _normalize(item, _child(path, key), depth)
     return out
+
+
+@lru_cache(maxsize=16384)
+def _is_name(value: str) -> bool:
+    """Whether ``value`` is a parameter name (cached: the same names come in every report)."""
+    return len(value) <= _MAX_NAME and _NAME_RE.fullmatch(value) is not None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -366,7 +390,8 @@ class Message:
             raise MessageError(f"params: expected an object, got {_type_name(self.params)}")
         params = _normalize_map(self.params, "params", 1)
         for key in params:
-            _check_name(key, _child("params", key))
+            if not _is_name(key):
+                _check_name(key, _child("params", key))
         object.__setattr__(self, "params", params)
         if not isinstance(self.param_quality, Mapping):
             raise MessageError(
