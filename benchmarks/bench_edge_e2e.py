@@ -255,6 +255,7 @@ def start_registry(folder: Path) -> tuple[subprocess.Popen[str], str]:
             "127.0.0.1:0",
             "--db",
             f"sqlite:///{folder / 'registry.db'}",
+            "--insecure",  # plaintext: the security layers have benchmarks of their own
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,

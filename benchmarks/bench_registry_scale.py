@@ -239,7 +239,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [
                 sys.executable, "-m", "cloud_registry.cli", "serve", "--listen", self.target,
-                "--db", url, "--log-level", "WARNING",
+                "--db", url, "--log-level", "WARNING", "--insecure",
             ],
             cwd=str(REPO), stdout=self._log, stderr=self._log,
         )  # fmt: skip

@@ -1,6 +1,7 @@
 """``cloud-registry``: run the registry, migrate its database, and operate it through its API.
 
-    cloud-registry serve [--listen ADDR] [--db URL] [--replica-id ID]
+    cloud-registry serve (--ca-dir DIR [--tls-cert F --tls-key F] [--enroll-listen ADDR]
+                          | --insecure) [--listen ADDR] [--db URL] [--replica-id ID]
     cloud-registry migrate [--db URL]
     cloud-registry models list [--prefix P] | show REF [--versions] [--document]
                           | publish PATH [--dry-run]
@@ -17,6 +18,10 @@ or after the command.
 
 Exit codes: 0 success; 1 the registry refused the request or the input is invalid; 2 usage;
 3 the registry cannot be reached.
+
+Security commands (``ca``, ``edges``, ``apikeys``, ``audit``): :mod:`cloud_registry.cli_security`.
+``serve`` is secure unless told ``--insecure`` (plain text, logged as a warning): mutual TLS on
+``--listen`` and one-way TLS (enrollment, CRL, API keys) on ``--enroll-listen``.
 
 This module also provides ``thing-model publish`` (entry point group ``thing_model.commands``),
 so that ``thing_models`` never imports the registry.
@@ -44,6 +49,7 @@ from rich.table import Table
 from cloud_registry.api.client import DEFAULT_TARGET, RegistryClient
 from cloud_registry.api.errors import RegistryError, Unavailable
 from cloud_registry.api.types import Change, ChangeKind, Device, Model, PublishedModel, Twin
+from cloud_registry.cli_security import add_security_commands
 
 if TYPE_CHECKING:
     from cloud_registry.storage.base import Storage
@@ -62,6 +68,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
+API_KEY_ENV = "CLOUD_REGISTRY_API_KEY"
 ADDR_ENV = "CLOUD_REGISTRY_ADDR"
 DB_ENV = "CLOUD_REGISTRY_DB"
 
@@ -112,6 +119,25 @@ def _client_options(*, suppress: bool) -> argparse.ArgumentParser:
         action="store_true",
         default=default(False),
         help="machine-readable output (JSON)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        default=default(None),
+        help="talk TLS, trusting this root (the CA's root.pem); without it: plain text",
+    )
+    parser.add_argument(
+        "--client-cert", type=Path, metavar="FILE", default=default(None), help="mTLS: chain"
+    )
+    parser.add_argument(
+        "--client-key", type=Path, metavar="FILE", default=default(None), help="mTLS: key"
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=default(os.environ.get(API_KEY_ENV, "")),
+        help=f"an integrator API key (one-way TLS port; default: ${API_KEY_ENV})",
     )
     parser.add_argument(
         "--timeout",
@@ -189,6 +215,23 @@ def _parser() -> argparse.ArgumentParser:
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
         help="(default: INFO)",
     )
+    p.add_argument(
+        "--ca-dir",
+        type=Path,
+        metavar="DIR",
+        help="CA folder (cloud-registry ca init): intermediate, command key, server.pem/.key",
+    )
+    p.add_argument("--tls-cert", type=Path, metavar="FILE", help="(default: DIR/server.pem)")
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="(default: DIR/server.key)")
+    p.add_argument(
+        "--enroll-listen",
+        metavar="ADDR",
+        default="127.0.0.1:50052",
+        help="one-way TLS port: Enroll, GetCrl, API keys (default: 127.0.0.1:50052)",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="plain text, no authentication (tests only)"
+    )
     p.set_defaults(handler=_serve)
 
     p = sub.add_parser(
@@ -198,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _db_option(p)
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")
+    add_security_commands(sub, _db_option)
     p.set_defaults(handler=_migrate)
 
     models = sub.add_parser("models", help="thing models: list, show, publish").add_subparsers(
@@ -291,7 +335,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _client(args: argparse.Namespace) -> RegistryClient:
-    return RegistryClient(args.registry, timeout=args.timeout)
+    credentials = None
+    tls_ca = getattr(args, "tls_ca", None)
+    client_cert = getattr(args, "client_cert", None)
+    client_key = getattr(args, "client_key", None)
+    api_key = getattr(args, "api_key", "")
+    if tls_ca is not None:
+        import grpc
+
+        try:
+            root = tls_ca.read_bytes()
+            cert = client_cert.read_bytes() if client_cert else None
+            key = client_key.read_bytes() if client_key else None
+        except OSError as exc:
+            raise _ClientSetupError(f"cannot read TLS file {exc.filename}: {exc.strerror}") from exc
+        credentials = grpc.ssl_channel_credentials(root, key, cert)
+    metadata = (("x-api-key", api_key),) if api_key else ()
+    return RegistryClient(
+        args.registry, timeout=args.timeout, credentials=credentials, metadata=metadata
+    )
+
+
+class _ClientSetupError(Exception):
+    """The client's TLS files cannot be read."""
 
 
 def _report(exc: RegistryError, err: Console, prog: str, args: argparse.Namespace) -> int:
@@ -319,6 +385,9 @@ def _operator(run: Callable[[RegistryClient, argparse.Namespace, Console], None]
                 run(client, args, out)
         except RegistryError as exc:
             return _report(exc, err, "cloud-registry", args)
+        except _ClientSetupError as exc:
+            err.print(f"cloud-registry: error: {exc}", markup=False)
+            return EXIT_USAGE
         return EXIT_OK
 
     return handler
@@ -409,6 +478,13 @@ def _migrate(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if not args.insecure and args.ca_dir is None:
+        err.print(
+            "cloud-registry: error: serve needs --ca-dir DIR (cloud-registry ca init, "
+            "ca server-cert), or --insecure for plain text",
+            markup=False,
+        )
+        return EXIT_USAGE
     logging.basicConfig(
         level=args.log_level,
         stream=sys.stderr,
@@ -428,14 +504,30 @@ async def _run_server(storage: Storage, url: str, args: argparse.Namespace, err:
 
     schema = _migrate_storage(storage, url, err)
     log.info("database %s at schema version %s", url, schema)
-    settings = RegistrySettings(listen=args.listen, replica_id=args.replica_id)
+    settings = RegistrySettings(
+        listen=args.listen, replica_id=args.replica_id, enroll_listen=args.enroll_listen
+    )
+    security = None
+    if not args.insecure:
+        from cloud_registry.server.tls import ServerSecurity
+        from security.errors import SecurityError
+
+        try:
+            security = ServerSecurity.from_ca_dir(
+                args.ca_dir, tls_cert=args.tls_cert, tls_key=args.tls_key
+            )
+        except SecurityError as exc:
+            err.print(f"cloud-registry: error: --ca-dir {args.ca_dir}: {exc}", markup=False)
+            return EXIT_ERROR
     try:
-        server = build_server(storage, settings)
+        server = build_server(storage, settings, security)
         await server.start()
     except Exception as exc:
         err.print(f"cloud-registry: error: cannot listen on {args.listen}: {exc}", markup=False)
         return EXIT_ERROR
     log.info("listening on %s", server.address)
+    if security is not None:
+        log.info("enrollment (one-way TLS) listening on %s", server.enroll_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -471,6 +563,9 @@ def _publish(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         with _client(args) as client:
             result = client.publish_model(document, dry_run=args.dry_run)
+    except _ClientSetupError as exc:
+        err.print(f"{prog}: error: {exc}", markup=False)
+        return EXIT_USAGE
     except Unavailable as exc:
         return _report(exc, err, prog, args)
     except RegistryError as exc:

@@ -96,7 +96,9 @@ from types import TracebackType
 from typing import Final
 
 from edge_agent.outbox_policy import KEPT, TELEMETRY, IdentityCodec, PayloadCodec, is_kept
+from thing_models.errors import MessageError
 from thing_models.messages import Message, from_bytes, to_bytes
+from thing_models.proto import thing_message_pb2 as pb
 
 __all__ = [
     "DropCount",
@@ -172,6 +174,14 @@ class OutboxBatch:
     last_id: int
     messages: tuple[Message, ...]
     sequence: int | None = None
+    #: the rows as protobuf messages instead of ``messages`` when read with ``protobuf=True``
+    #: (the uplink's path: parsed by protobuf only, no per-value work in Python)
+    protos: tuple[pb.ThingMessage, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """Rows read (messages or protos)."""
+        return len(self.messages) or len(self.protos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,7 +544,12 @@ class Outbox:
     # ------------------------------------------------------------------ reading
 
     def live_batch(
-        self, max_messages: int = 500, max_bytes: int = 1 << 20, *, window_s: float = 10.0
+        self,
+        max_messages: int = 500,
+        max_bytes: int = 1 << 20,
+        *,
+        window_s: float = 10.0,
+        protobuf: bool = False,
     ) -> OutboxBatch | None:
         """The oldest *live* rows, or None: rows after every assigned batch, from the first one
         enqueued less than ``window_s`` ago on, in id order. The uplink sends them unpaced
@@ -547,7 +562,7 @@ class Outbox:
             first = self._first_fresh_id(lo, self._now_ms() - span_ms)
             if first is None:
                 return None
-            return self._read_batch(max_messages, max_bytes, gaps=[(first - 1, hi)])
+            return self._read_batch(max_messages, max_bytes, [(first - 1, hi)], protobuf)
 
     def _first_fresh_id(self, lo: int, cutoff_ms: int) -> int | None:
         """The first id after ``lo`` enqueued at or after ``cutoff_ms``, by bisection over ids
@@ -576,14 +591,20 @@ class Outbox:
         found = first_at(low)
         return None if found is None else found[0]
 
-    def next_batch(self, max_messages: int = 500, max_bytes: int = 1 << 20) -> OutboxBatch | None:
+    def next_batch(
+        self, max_messages: int = 500, max_bytes: int = 1 << 20, *, protobuf: bool = False
+    ) -> OutboxBatch | None:
         """The oldest rows not in an assigned batch (at most ``max_messages`` and ``max_bytes``
         stored bytes, but always at least one row), or None. Nothing is deleted. A batch never
         spans an assigned batch, so it can end early."""
-        return self._read_batch(max_messages, max_bytes)
+        return self._read_batch(max_messages, max_bytes, None, protobuf)
 
     def _read_batch(
-        self, max_messages: int, max_bytes: int, gaps: list[tuple[int, int]] | None = None
+        self,
+        max_messages: int,
+        max_bytes: int,
+        gaps: list[tuple[int, int]] | None = None,
+        protobuf: bool = False,
     ) -> OutboxBatch | None:
         if max_messages < 1 or max_bytes < 1:
             raise ValueError("max_messages and max_bytes must be positive")
@@ -596,6 +617,12 @@ class Outbox:
                         break
                 if not rows:
                     return None
+                if protobuf:
+                    protos = self._decode_protobuf(rows)
+                    if protos:
+                        first, last = protos[0][0], protos[-1][0]
+                        return OutboxBatch(first, last, (), None, tuple(m for _, m in protos))
+                    continue
                 messages = self._decode(rows)
                 if messages:
                     ids = [row_id for row_id, _ in messages]
@@ -624,6 +651,25 @@ class Outbox:
             try:
                 data = self._codec.decode(row.payload)  # type: ignore[arg-type]
                 out.append((row.id, from_bytes(data, max_bytes=max(len(data), 1))))
+            except Exception as exc:
+                bad.append((row.id, f"{type(exc).__name__}: {exc}"))
+        if bad:
+            self._quarantine(bad)
+        return out
+
+    def _decode_protobuf(self, rows: Sequence[_Row]) -> list[tuple[int, pb.ThingMessage]]:
+        """Decode payloads as protobuf messages only (what was appended was validated); rows
+        the codec or protobuf refuse are quarantined and left out."""
+        out: list[tuple[int, pb.ThingMessage]] = []
+        bad: list[tuple[int, str]] = []
+        parse = pb.ThingMessage.FromString
+        decode = self._codec.decode
+        for row in rows:
+            try:
+                message = parse(decode(row.payload))  # type: ignore[arg-type]
+                if not (message.id and message.device_id and message.model):
+                    raise MessageError("message: no id, device_id or model")
+                out.append((row.id, message))
             except Exception as exc:
                 bad.append((row.id, f"{type(exc).__name__}: {exc}"))
         if bad:
@@ -686,10 +732,10 @@ class Outbox:
                     "SELECT count(*) FROM outbox WHERE id BETWEEN ? AND ?",
                     (batch.first_id, batch.last_id),
                 ).fetchone()[0]
-                if count != len(batch.messages) or not batch.messages:
+                if count != batch.count or not batch.count:
                     raise StaleBatchError(
                         f"rows {batch.first_id}..{batch.last_id} changed since they were read "
-                        f"({count} rows now, {len(batch.messages)} read): read a new batch"
+                        f"({count} rows now, {batch.count} read): read a new batch"
                     )
                 seq = self._last_sequence + 1
                 conn.execute(
@@ -713,7 +759,7 @@ class Outbox:
                 with self._write() as conn:
                     self._set_last_sequence(conn, last_sequence)
 
-    def pending_batches(self) -> list[OutboxBatch]:
+    def pending_batches(self, *, protobuf: bool = False) -> list[OutboxBatch]:
         """Assigned, unacknowledged batches by sequence, each with its sequence number and
         the messages to resend (undecodable rows quarantined)."""
         with self._lock:
@@ -726,8 +772,12 @@ class Outbox:
                         (first, last),
                     )
                 ]
-                messages = tuple(m for _, m in self._decode(rows))
-                out.append(OutboxBatch(first, last, messages, seq))
+                if protobuf:
+                    protos = tuple(m for _, m in self._decode_protobuf(rows))
+                    out.append(OutboxBatch(first, last, (), seq, protos))
+                else:
+                    messages = tuple(m for _, m in self._decode(rows))
+                    out.append(OutboxBatch(first, last, messages, seq))
             return out
 
     def ack_sequence(self, sequence: int) -> int:

@@ -197,6 +197,8 @@ class ReportFilter:
         reason: str = "",
     ) -> bool:
         """Whether this reading is reported; when it is, it becomes the new baseline."""
+        if not policy.on_change and policy.heartbeat_s is None:
+            return True  # every reading is reported: nothing to remember
         key = (device_id, prop)
         last = self._last.get(key)
         if last is None or self._should_report(last, value, quality, reason, ts_ms, policy):
@@ -342,7 +344,26 @@ class ReportBuilder:
         params: dict[str, JsonValue] = {}
         param_quality: dict[str, Quality] = {}
         diagnostics: list[Diagnostic] = []
+        fast = self._validator.fast_check
+        good = Quality.GOOD
         for prop, reading in readings.items():
+            # The common case inline: a good plain value the model accepts, offered to the
+            # filter as it is (``_check`` gives the same result the long way).
+            value, quality, _ = reading
+            if quality is good and type(value) in _PLAIN:
+                check = fast.get(prop)
+                if (
+                    check is not None
+                    and check(value)
+                    and (type(value) is not float or value - value == 0.0)
+                    and (type(value) is not int or _INT64_MIN <= value <= _INT64_MAX)
+                    and (type(value) is not str or value.isascii())
+                ):
+                    if report_filter is None or report_filter.offer(
+                        device_id, prop, value, good, ts_ms, _policy(policy_for, prop)
+                    ):
+                        params[prop] = value
+                    continue
             checked = self._check(prop, reading)
             if not checked.in_report:
                 if checked.diagnostic is not None:
@@ -400,6 +421,10 @@ class ReportBuilder:
 
 
 _EVERY_READING: Final = ReportPolicy()
+#: JSON scalars the fast path of :meth:`ReportBuilder.build` passes through unchanged
+_PLAIN: Final = frozenset({float, int, bool, str})
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 
 
 def _policy(

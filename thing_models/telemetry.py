@@ -527,6 +527,12 @@ class ModelValidator:
 
     # ----------------------------------------------------------------- properties
 
+    @property
+    def fast_check(self) -> Mapping[str, Callable[[Any], bool]]:
+        """``{property id: value -> valid?}``: the compiled checks, for callers that check
+        many values in a loop (False: call :meth:`check_value` for the issue)."""
+        return self._prop_fast
+
     def check_value(self, prop_id: str, value: Any) -> Issue | None:
         """The first issue with one property value, or None when it is valid."""
         try:

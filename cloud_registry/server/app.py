@@ -42,6 +42,7 @@ from cloud_registry.api.v1 import (
     devices_pb2,
     edge_sync_pb2,
     models_pb2,
+    security_pb2,
     twins_pb2,
     watch_pb2,
     watch_pb2_grpc,
@@ -50,14 +51,18 @@ from cloud_registry.server import (
     commands_service,
     devices_service,
     edge_sync_service,
+    enrollment_service,
     models_service,
+    security_admin_service,
     twins_service,
     watch_service,
 )
+from cloud_registry.server.authn import AuditLog, Authenticator
 from cloud_registry.server.change_hub import ChangeHub
 from cloud_registry.server.context import RegistrySettings, ServiceContext
 from cloud_registry.server.models_service import ModelCatalog
 from cloud_registry.server.principal import IdentityInterceptor
+from cloud_registry.server.tls import ServerSecurity
 from cloud_registry.storage.base import Storage
 
 __all__ = ["SERVICE_NAMES", "RegistryServer", "build_server", "serve"]
@@ -72,6 +77,11 @@ SERVICE_NAMES: tuple[str, ...] = (
     watch_pb2.DESCRIPTOR.services_by_name["WatchService"].full_name,
     commands_pb2.DESCRIPTOR.services_by_name["CommandService"].full_name,
     edge_sync_pb2.DESCRIPTOR.services_by_name["EdgeSync"].full_name,
+)
+#: The security services, served in secure mode only.
+SECURITY_SERVICE_NAMES: tuple[str, ...] = (
+    security_pb2.DESCRIPTOR.services_by_name["EnrollmentService"].full_name,
+    security_pb2.DESCRIPTOR.services_by_name["SecurityAdminService"].full_name,
 )
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: The shortest and longest pause between two prunes of the change feed.
@@ -91,8 +101,12 @@ class RegistryServer:
         port: int,
         *,
         watch: watch_service.WatchServicer | None = None,
+        authenticator: Authenticator | None = None,
+        enroll_port: int = 0,
     ) -> None:
         self.server = server
+        self.authenticator = authenticator
+        self.enroll_port = enroll_port
         self.watch = watch
         self.ctx = ctx
         self.health = health_servicer
@@ -116,6 +130,20 @@ class RegistryServer:
         return f"{host}:{self._port}"
 
     @property
+    def secure(self) -> bool:
+        return self.authenticator is not None
+
+    @property
+    def enroll_address(self) -> str:
+        """Secure mode: ``host:port`` of the one-way TLS port (Enroll, GetCrl, API keys)."""
+        if not self.enroll_port:
+            raise ValueError("a plain-text replica has no enrollment port")
+        host = _split_listen(self.ctx.settings.enroll_listen)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.enroll_port}"
+
+    @property
     def watch_streams(self) -> int:
         """Watch streams open on this replica now."""
         return self.watch.active if self.watch is not None else 0
@@ -125,8 +153,11 @@ class RegistryServer:
             return
         self._started = True
         await self.ctx.hub.start()
+        if self.authenticator is not None:
+            await self.authenticator.start()
         await self.server.start()
-        for name in (*SERVICE_NAMES, ""):
+        names = (*SERVICE_NAMES, *(SECURITY_SERVICE_NAMES if self.secure else ()), "")
+        for name in names:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._prune_loop(), name="change-pruner"))
         self._tasks.append(commands_service.start_background(self.ctx))
@@ -141,6 +172,8 @@ class RegistryServer:
         await self.health.enter_graceful_shutdown()
         stopping = asyncio.ensure_future(self.server.stop(grace))
         await asyncio.sleep(0)  # the server refuses new calls from here on
+        if self.authenticator is not None:
+            await self.authenticator.stop()
         await self.ctx.hub.stop()
         await stopping
         for task in self._tasks:
@@ -177,8 +210,15 @@ def _split_listen(listen: str) -> str:
     return host.strip("[]") or "0.0.0.0"
 
 
-def build_server(storage: Storage, settings: RegistrySettings) -> RegistryServer:
-    """A replica serving ``storage`` on ``settings.listen`` (bound now; call in the loop)."""
+def build_server(
+    storage: Storage, settings: RegistrySettings, security: ServerSecurity | None = None
+) -> RegistryServer:
+    """A replica serving ``storage`` on ``settings.listen`` (bound now; call in the loop).
+
+    With ``security``: mutual TLS on ``listen``, one-way TLS on ``settings.enroll_listen``
+    (see :mod:`cloud_registry.server.tls`), every call authenticated and authorized, commands
+    signed. Without: plain text, callers trusted as they name themselves (tests, ``--insecure``).
+    """
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -189,9 +229,18 @@ def build_server(storage: Storage, settings: RegistrySettings) -> RegistryServer
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
-    server = aio.server(interceptors=[IdentityInterceptor()], options=options)
     executor = ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage")
     ctx = ServiceContext(storage, ChangeHub(storage), settings, executor)
+    authenticator: Authenticator | None = None
+    if security is not None:
+        audit = AuditLog(ctx, security.clock)
+        ctx.security, ctx.audit = security, audit
+        authenticator = Authenticator(security, ctx, audit)
+    else:
+        log.warning(
+            "registry %s serves PLAIN TEXT: no TLS, callers unauthenticated", settings.listen
+        )
+    server = aio.server(interceptors=[IdentityInterceptor(authenticator)], options=options)
     catalog = ModelCatalog(storage)
     models_service.register(server, ctx, catalog)
     devices_service.register(server, ctx, catalog)
@@ -199,18 +248,38 @@ def build_server(storage: Storage, settings: RegistrySettings) -> RegistryServer
     watch = watch_service.WatchServicer(ctx)
     watch_pb2_grpc.add_WatchServiceServicer_to_server(watch, server)  # type: ignore[no-untyped-call]
     commands_service.register(server, ctx, catalog)
-    edge_sync_service.register(server, ctx, catalog)
+    edge_sync = edge_sync_service.register(server, ctx, catalog)
+    security_names: tuple[str, ...] = ()
+    if security is not None and authenticator is not None and ctx.audit is not None:
+        enrollment_service.register(server, ctx, security, ctx.audit)
+        security_admin_service.register(server, ctx)
+        authenticator.on_edge_revoked.append(edge_sync.close_edge)
+        security_names = SECURITY_SERVICE_NAMES
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        (*SERVICE_NAMES, *security_names, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
+    enroll_port = 0
+    if security is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, security.server_credentials(mutual=True))
+        enroll_port = server.add_secure_port(
+            settings.enroll_listen, security.server_credentials(mutual=False)
+        )
+    if port == 0 or (security is not None and enroll_port == 0):
         executor.shutdown(wait=False)
-        raise OSError(f"cannot listen on {settings.listen}")
+        raise OSError(f"cannot listen on {settings.listen} / {settings.enroll_listen}")
     return RegistryServer(
-        server, ctx, health_servicer, _split_listen(settings.listen), port, watch=watch
+        server,
+        ctx,
+        health_servicer,
+        _split_listen(settings.listen),
+        port,
+        watch=watch,
+        authenticator=authenticator,
+        enroll_port=enroll_port,
     )
 
 
@@ -220,6 +289,7 @@ async def serve(
     *,
     grace_s: float = 10.0,
     ready: Callable[[RegistryServer], None] | None = None,
+    security: ServerSecurity | None = None,
 ) -> None:
     """Run a replica over ``storage_url`` (migrated first) until SIGTERM or SIGINT, then
     drain (``grace_s``) and close the storage. ``ready`` is called once it serves (e.g. to
@@ -229,7 +299,7 @@ async def serve(
     storage = await asyncio.to_thread(open_storage, storage_url, replica_id=settings.replica_id)
     try:
         await asyncio.to_thread(storage.migrate)
-        server = build_server(storage, settings)
+        server = build_server(storage, settings, security)
         await server.start()
         if ready is not None:
             ready(server)

@@ -37,6 +37,7 @@ import grpc
 from grpc import aio
 
 from cloud_registry.api.v1 import commands_pb2, commands_pb2_grpc, common_pb2
+from cloud_registry.server.authn import site_denied
 from cloud_registry.server.change_hub import SubscriberOverflow, Subscription
 from cloud_registry.server.context import ServiceContext
 from cloud_registry.server.convert import check_id, command_kind_from_pb, command_to_pb
@@ -187,7 +188,7 @@ class CommandServiceServicer(commands_pb2_grpc.CommandServiceServicer):
         device = await ctx.run(storage.get_device, request.device_id)
         principal = current_principal()
         if principal.sites is not None and device.site not in principal.sites:
-            raise NotFound(f"device {request.device_id} does not exist")
+            raise await ctx.run(site_denied, ctx, f"device {request.device_id}", device.site)
         kind, params = await ctx.run(_validate, self._models, device.model, request)
         now = ctx.now_ms()
         if request.offline == commands_pb2.OFFLINE_POLICY_FAIL_FAST:
@@ -282,8 +283,10 @@ class CommandServiceServicer(commands_pb2_grpc.CommandServiceServicer):
                 device = await ctx.run(ctx.storage.get_device, command.device_id)
             except NotFound:
                 device = None
-            if device is None or device.site not in principal.sites:
+            if device is None:
                 raise NotFound(f"command {request.id} does not exist")
+            if device.site not in principal.sites:
+                raise await ctx.run(site_denied, ctx, f"command {request.id}", device.site)
         if not command.status.final and command.expires_ms <= ctx.now_ms():
             # Overdue and the expiry loop has not come by yet: expire it now.
             await ctx.run(ctx.storage.expire_commands, ctx.now_ms())

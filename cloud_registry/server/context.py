@@ -4,17 +4,22 @@ storage calls off the event loop."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from grpc import aio
 
 from cloud_registry.server.change_hub import ChangeHub
 from cloud_registry.storage.base import Storage
+
+if TYPE_CHECKING:
+    from cloud_registry.server.authn import AuditLog
+    from cloud_registry.server.tls import ServerSecurity
 
 __all__ = ["RegistrySettings", "ServiceContext", "ServiceRegistrar"]
 
@@ -37,6 +42,8 @@ class RegistrySettings:
     sync_max_in_flight: int = 8
     sync_max_batch_messages: int = 5000
     storage_threads: int = 8
+    #: secure mode only: the one-way TLS port (Enroll, GetCrl, health, API keys)
+    enroll_listen: str = "127.0.0.1:50052"
 
 
 @dataclass(slots=True)
@@ -49,11 +56,16 @@ class ServiceContext:
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="storage")
     )
+    #: secure mode: the registry's credentials and the audit log (None: plain text)
+    security: ServerSecurity | None = None
+    audit: AuditLog | None = None
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run a blocking (storage) call in the worker pool."""
+        """Run a blocking (storage) call in the worker pool, in the caller's context."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        call = functools.partial(fn, *args, **kwargs)
+        # the caller's context (the current principal) travels to the worker thread
+        return await loop.run_in_executor(self.executor, contextvars.copy_context().run, call)
 
     @staticmethod
     def now_ms() -> int:

@@ -20,6 +20,7 @@ from grpc import aio
 
 from cloud_registry.api.v1 import common_pb2, devices_pb2, devices_pb2_grpc
 from cloud_registry.server import convert
+from cloud_registry.server.authn import site_denied
 from cloud_registry.server.context import ServiceContext
 from cloud_registry.server.errors import (
     FailedPrecondition,
@@ -68,7 +69,7 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
     async def _device(self, device_id: str, sites: tuple[str, ...] | None) -> DeviceRecord:
         device = await self.ctx.run(self.ctx.storage.get_device, device_id)
         if sites is not None and device.site not in sites:
-            raise NotFound(f"device {device_id} not found")
+            raise await self.ctx.run(site_denied, self.ctx, f"device {device_id}", device.site)
         return device
 
     # ----------------------------------------------------------------- create and read
@@ -199,7 +200,7 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
         if sites is not None:
             current = storage.get_device(device_id)
             if current.site not in sites:
-                raise NotFound(f"device {device_id} not found")
+                raise site_denied(self.ctx, f"device {device_id}", current.site)
             if "site" in changes and changes["site"] not in sites:
                 raise FailedPrecondition(
                     f"device.site: {changes['site']!r} is not one of your sites"
@@ -221,8 +222,10 @@ class DeviceServicer(devices_pb2_grpc.DeviceServiceServicer):
         return convert.device_to_pb(updated)
 
     def _delete(self, device_id: str, revision: int, sites: tuple[str, ...] | None) -> None:
-        if sites is not None and self.ctx.storage.get_device(device_id).site not in sites:
-            raise NotFound(f"device {device_id} not found")
+        if sites is not None:
+            site = self.ctx.storage.get_device(device_id).site
+            if site not in sites:
+                raise site_denied(self.ctx, f"device {device_id}", site)
         self.ctx.storage.delete_device(device_id, revision, self.ctx.now_ms())
 
     @handle_errors

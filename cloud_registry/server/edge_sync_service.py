@@ -49,6 +49,7 @@ from grpc import aio
 
 from cloud_registry.api.v1 import edge_sync_pb2, edge_sync_pb2_grpc
 from cloud_registry.server.change_hub import SubscriberOverflow, Subscription
+from cloud_registry.server.command_signing import sign_command
 from cloud_registry.server.commands_service import RESULT_STATUSES, command_from_payload
 from cloud_registry.server.context import ServiceContext
 from cloud_registry.server.convert import command_to_pb
@@ -66,6 +67,7 @@ from cloud_registry.storage.base import (
     ReportedValue,
     StorageError,
 )
+from security.audit import AuditKind
 from thing_models.errors import MessageError
 from thing_models.messages import new_message_id, value_from_protobuf, value_to_protobuf
 from thing_models.proto import thing_message_pb2 as tpb
@@ -330,6 +332,13 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "hello.edge_id: required")
         principal = current_principal()
         if principal.is_edge and principal.id != edge_id:
+            if ctx.audit is not None:
+                await ctx.audit.record(
+                    AuditKind.ACCESS_REFUSED,
+                    f"edge:{principal.id}",
+                    f"edge {principal.id} named edge {edge_id} in its sync hello",
+                    context.peer() or "",
+                )
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"edge {principal.id} may not sync as edge {edge_id}",
@@ -390,6 +399,13 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
                     ctx.run(storage.edge_disconnected, edge_id, settings.replica_id, ctx.now_ms())
                 )
             log.info("edge %s disconnected", edge_id)
+
+    def close_edge(self, edge_id: str) -> None:
+        """End the open stream of ``edge_id`` now (its certificate was revoked)."""
+        session = self._sessions.get(edge_id)
+        if session is not None:
+            log.warning("edge %s revoked: closing its stream", edge_id)
+            session.close(grpc.StatusCode.UNAUTHENTICATED, f"edge {edge_id} is revoked")
 
     def _forget(self, session: _Session) -> bool:
         """Drop ``session`` from the live ones; False when a newer one replaced it."""
@@ -660,6 +676,8 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
             log.warning("command %s cannot be encoded: %s", command.id, exc)
             return
         ctx = self._ctx
+        if ctx.security is not None:
+            message.command.envelope = sign_command(ctx.security, message.command)
 
         def mark_sent() -> None:
             session.spawn(_mark_sent(ctx, command.id))
@@ -712,8 +730,12 @@ def _desired_message(
     return edge_sync_pb2.RegistryMessage(desired=change)
 
 
-def register(server: aio.Server, ctx: ServiceContext, catalog: ModelCatalog | None = None) -> None:
-    """Add the EdgeSync service to ``server``."""
+def register(
+    server: aio.Server, ctx: ServiceContext, catalog: ModelCatalog | None = None
+) -> EdgeSyncServicer:
+    """Add the EdgeSync service to ``server``; returns the servicer."""
+    servicer = EdgeSyncServicer(ctx, catalog)
     edge_sync_pb2_grpc.add_EdgeSyncServicer_to_server(  # type: ignore[no-untyped-call]
-        EdgeSyncServicer(ctx, catalog), server
+        servicer, server
     )
+    return servicer

@@ -74,6 +74,7 @@ __all__ = [
     "FailedPrecondition",
     "InvalidArgument",
     "OutOfRange",
+    "PermissionDenied",
     "ResourceExhausted",
     "ServiceError",
     "Unavailable",
@@ -159,6 +160,12 @@ class FailedPrecondition(ServiceError):
 
 class OutOfRange(ServiceError):
     code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class PermissionDenied(ServiceError):
+    """PERMISSION_DENIED: the caller is known but may not do this (e.g. another site)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class ResourceExhausted(ServiceError):

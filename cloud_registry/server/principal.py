@@ -1,9 +1,11 @@
 """Who is calling: one interceptor resolves the caller of every RPC into a :class:`Principal`.
 
-Servicers read it with :func:`current_principal`. Today (plain-text mode) the caller is named by
-request metadata: ``x-edge-id`` for an edge agent, ``x-principal`` for an integrator (default
-``anonymous``). The security issue replaces :func:`resolve_principal` with mTLS identity and API
-keys, and enforces authorization with the scopes and sites carried here; servicers do not change.
+Servicers read it with :func:`current_principal`. In secure mode the interceptor is given an
+:class:`~cloud_registry.server.authn.Authenticator`: the caller is the identity of its verified
+client certificate or API key, and a refused call is aborted (UNAUTHENTICATED or
+PERMISSION_DENIED) before the servicer runs. In plain-text mode (``--insecure`` only) the
+caller is named by request metadata: ``x-edge-id`` for an edge agent, ``x-principal`` for an
+integrator (default ``anonymous``), trusted as given.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
+
+if TYPE_CHECKING:
+    from cloud_registry.server.authn import Authenticator
 
 __all__ = [
     "IdentityInterceptor",
@@ -65,7 +70,11 @@ Behavior = Callable[..., Any]
 
 
 class IdentityInterceptor(aio.ServerInterceptor):
-    """Sets the current principal around every handler (unary and streaming alike)."""
+    """Sets the current principal around every handler (unary and streaming alike); with an
+    ``authenticator``, authenticates and authorizes every call first."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator
 
     async def intercept_service(
         self,
@@ -77,16 +86,38 @@ class IdentityInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        principal = resolve_principal(handler_call_details.invocation_metadata)
-        return _wrap(handler, principal)
+        metadata = handler_call_details.invocation_metadata
+        auth = self.authenticator
+        if auth is None:
+            principal = resolve_principal(metadata)
+
+            async def plain(_context: Any) -> Principal:
+                return principal
+
+            return _wrap(handler, plain)
+        method = handler_call_details.method
+
+        async def secure(context: Any) -> Principal:
+            from cloud_registry.server.authn import Refused
+
+            try:
+                return await auth.principal_for(method, metadata, context)
+            except Refused as exc:
+                await context.abort(exc.code, exc.message)
+                raise  # pragma: no cover - abort raises
+
+        return _wrap(handler, secure)
+
+
+Resolver = Callable[[Any], Awaitable[Principal]]
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler[Any, Any], principal: Principal
+    handler: grpc.RpcMethodHandler[Any, Any], resolve: Resolver
 ) -> grpc.RpcMethodHandler[Any, Any]:
     def unary(behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: Any) -> Any:
-            token = _current.set(principal)
+            token = _current.set(await resolve(context))
             try:
                 return await behavior(request, context)
             finally:
@@ -96,7 +127,7 @@ def _wrap(
 
     def streaming(behavior: Behavior) -> Behavior:
         async def wrapped(request: Any, context: Any) -> Any:
-            token = _current.set(principal)
+            token = _current.set(await resolve(context))
             try:
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):  # an async generator yields the responses

@@ -27,11 +27,12 @@ from grpc import aio
 
 from cloud_registry.api.v1 import common_pb2, twins_pb2, twins_pb2_grpc
 from cloud_registry.server import convert
+from cloud_registry.server.authn import site_denied
 from cloud_registry.server.context import ServiceContext
 from cloud_registry.server.errors import InvalidArgument, Violation, handle_errors
 from cloud_registry.server.models_service import ModelCatalog
 from cloud_registry.server.principal import current_principal
-from cloud_registry.storage.base import EventFilter, JsonValue, NotFound, TwinRecord
+from cloud_registry.storage.base import EventFilter, JsonValue, TwinRecord
 from thing_models.model import Access
 
 __all__ = ["MAX_BUCKETS", "MAX_DESIRED", "TwinServicer", "register"]
@@ -76,11 +77,11 @@ class TwinServicer(twins_pb2_grpc.TwinServiceServicer):
         self.catalog = catalog
 
     def _check_visible(self, device_id: str, sites: tuple[str, ...] | None) -> str:
-        """The device's exact model reference; NotFound when it does not exist (or is not
-        visible to the caller)."""
+        """The device's exact model reference; NotFound when it does not exist,
+        PERMISSION_DENIED (audited) when it belongs to a site the caller may not see."""
         device = self.ctx.storage.get_device(device_id)
         if sites is not None and device.site not in sites:
-            raise NotFound(f"device {device_id} not found")
+            raise site_denied(self.ctx, f"device {device_id}", device.site)
         return device.model
 
     # ----------------------------------------------------------------- state

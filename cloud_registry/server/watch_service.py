@@ -91,6 +91,8 @@ def _matcher(request: watch_pb2.WatchRequest) -> Callable[[ChangeEntry], bool]:
     sites = current_principal().sites
 
     def matches(change: ChangeEntry) -> bool:
+        if change.kind is ChangeKind.EDGE_REVOKED:  # internal: not a Watch change kind
+            return False
         if kinds and change.kind not in kinds:
             return False
         if device_ids and change.device_id not in device_ids:

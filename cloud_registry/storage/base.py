@@ -27,7 +27,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from cloud_registry.storage.security_store import SecurityStore
 
 __all__ = [
     "AlreadyExists",
@@ -283,6 +286,7 @@ class ChangeKind(StrEnum):
     MODEL_PUBLISHED = "model_published"
     COMMAND_UPDATED = "command_updated"  # created or status changed
     ALARM_ACKNOWLEDGED = "alarm_acknowledged"
+    EDGE_REVOKED = "edge_revoked"  # security: not shown to Watch; replicas close its streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,4 +518,9 @@ class Storage(Protocol):
 
     def prune_changes(self, before_ms: int) -> int:
         """Delete changes committed before ``before_ms``; return how many."""
+        ...
+
+    @property
+    def security(self) -> SecurityStore:
+        """The security records (edges, tokens, revocations, API keys, audit)."""
         ...

@@ -35,6 +35,7 @@ __all__ = [
     "SchemaTooNew",
     "check_steps",
     "pending_steps",
+    "security_tables",
 ]
 
 SCHEMA_MIGRATIONS_TABLE = "schema_migrations"
@@ -79,3 +80,58 @@ def pending_steps(steps: Sequence[Migration], current: int) -> list[Migration]:
             f"{newest}: upgrade the registry"
         )
     return list(steps[current:])
+
+
+def security_tables(serial_id: str, int_type: str) -> tuple[str, ...]:
+    """The security tables (see :mod:`cloud_registry.storage.security_store`)."""
+    return (
+        f"""CREATE TABLE edge_identities (
+            edge_id TEXT PRIMARY KEY,
+            site TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_ms {int_type} NOT NULL,
+            revoked_ms {int_type} NOT NULL DEFAULT 0
+        )""",
+        f"""CREATE TABLE edge_certificates (
+            serial TEXT PRIMARY KEY,
+            edge_id TEXT NOT NULL,
+            issued_ms {int_type} NOT NULL,
+            not_after_ms {int_type} NOT NULL
+        )""",
+        "CREATE INDEX idx_edge_certificates_edge ON edge_certificates (edge_id)",
+        f"""CREATE TABLE enrollment_tokens (
+            token_id TEXT PRIMARY KEY,
+            secret_sha256 TEXT NOT NULL,
+            edge_id TEXT NOT NULL,
+            site TEXT NOT NULL,
+            created_ms {int_type} NOT NULL,
+            expires_ms {int_type} NOT NULL,
+            used_ms {int_type}
+        )""",
+        "CREATE INDEX idx_enrollment_tokens_edge ON enrollment_tokens (edge_id)",
+        f"""CREATE TABLE revoked_serials (
+            serial TEXT PRIMARY KEY,
+            edge_id TEXT NOT NULL,
+            revoked_ms {int_type} NOT NULL
+        )""",
+        f"""CREATE TABLE api_keys (
+            key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            site TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL,
+            created_ms {int_type} NOT NULL,
+            revoked_ms {int_type} NOT NULL DEFAULT 0
+        )""",
+        f"""CREATE TABLE audit_events (
+            id {serial_id},
+            time_ms {int_type} NOT NULL,
+            kind TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            peer TEXT NOT NULL
+        )""",
+        "CREATE INDEX idx_audit_kind ON audit_events (kind, id)",
+        "CREATE INDEX idx_audit_subject ON audit_events (subject, id)",
+        "CREATE INDEX idx_audit_time ON audit_events (time_ms)",
+    )

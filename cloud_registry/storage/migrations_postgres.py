@@ -39,6 +39,7 @@ from cloud_registry.storage.migrations import (
     MigrationError,
     check_steps,
     pending_steps,
+    security_tables,
 )
 
 __all__ = ["MIGRATIONS", "MIGRATION_LOCK", "current_version", "migrate"]
@@ -190,7 +191,14 @@ _INITIAL = (
     "CREATE INDEX changes_ts ON changes (ts_ms)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial layout", _INITIAL),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial layout", _INITIAL),
+    # Version 2: security (edges' identities and certificates, enrollment tokens, revoked
+    # serials, API keys, the audit log).
+    Migration(
+        2, "security", security_tables("bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "bigint")
+    ),
+)
 
 
 def current_version(conn: Any) -> int:

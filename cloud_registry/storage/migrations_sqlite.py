@@ -34,6 +34,7 @@ from cloud_registry.storage.migrations import (
     Migration,
     check_steps,
     pending_steps,
+    security_tables,
 )
 
 __all__ = ["MIGRATIONS", "current_version", "migrate"]
@@ -215,6 +216,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE history_recent",
         ),
     ),
+    # Version 4: security (edges' identities and certificates, enrollment tokens, revoked
+    # serials, API keys, the audit log).
+    Migration(4, "security", security_tables("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER")),
 )
 
 

@@ -107,6 +107,7 @@ from cloud_registry.storage.records import (
     numeric_value,
     property_payload,
 )
+from cloud_registry.storage.security_store import SecurityStore, SqlTx
 
 __all__ = ["CHANGE_LOCK", "NOTIFY_CHANNEL", "PARTITION_LOCK", "PostgresStorage"]
 
@@ -183,6 +184,43 @@ class _Tx:
     conn: psycopg.Connection[Any]
     cur: psycopg.Cursor[Any]
     changes: list[_Change] = field(default_factory=list)
+
+
+class _PgSecurityTx:
+    """:class:`~cloud_registry.storage.security_store.SqlTx` over a write transaction."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._tx.cur
+        cur.execute(sql.replace("?", "%s"), tuple(params))
+        return list(cur.fetchall()) if cur.description is not None else []
+
+    def change(
+        self, kind: ChangeKind, ts_ms: int, edge_id: str, payload: Mapping[str, Any]
+    ) -> None:
+        self._tx.changes.append(_Change(kind, ts_ms, edge_id=edge_id, payload=payload))
+
+
+class _PgSecurityRunner:
+    """:class:`~cloud_registry.storage.security_store.SqlRunner` of a :class:`PostgresStorage`."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self._storage = storage
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        text = sql.replace("?", "%s")
+
+        def work(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return list(conn.execute(text, tuple(params)).fetchall())
+
+        return self._storage._read(work)
+
+    def write(self, work: Callable[[SqlTx], R]) -> R:
+        return self._storage._write(lambda tx: work(_PgSecurityTx(tx)))
 
 
 # --------------------------------------------------------------------------- the pool
@@ -291,10 +329,15 @@ class PostgresStorage:
         self._stop = threading.Event()
         self._listen_thread: threading.Thread | None = None
         self.listening = threading.Event()  # set while the LISTEN connection is up
+        self._security = SecurityStore(_PgSecurityRunner(self))
         self._months: set[int] = set()
         self._months_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
+
+    @property
+    def security(self) -> SecurityStore:
+        return self._security
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:

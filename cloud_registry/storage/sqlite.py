@@ -93,6 +93,7 @@ from cloud_registry.storage.records import (
     event_payload,
     model_from_row,
 )
+from cloud_registry.storage.security_store import SecurityStore, SqlTx
 
 __all__ = ["SqliteStorage"]
 
@@ -215,6 +216,36 @@ class _Tx:
             )
 
 
+class _SqliteSecurityTx:
+    """:class:`~cloud_registry.storage.security_store.SqlTx` over a write transaction."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._tx.conn.execute(sql, params).fetchall()
+
+    def change(
+        self, kind: ChangeKind, ts_ms: int, edge_id: str, payload: Mapping[str, Any]
+    ) -> None:
+        self._tx.change(kind, ts_ms, payload, edge_id=edge_id)
+
+
+class _SqliteSecurityRunner:
+    """:class:`~cloud_registry.storage.security_store.SqlRunner` of a :class:`SqliteStorage`."""
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._storage = storage
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._storage._query(sql, params)
+
+    def write(self, work: Callable[[SqlTx], T]) -> T:
+        return self._storage._write(lambda tx: work(_SqliteSecurityTx(tx)))
+
+
 # --------------------------------------------------------------------------- the engine
 
 
@@ -250,6 +281,11 @@ class SqliteStorage:
             raise StorageUnavailable(f"cannot open SQLite database {self._path}: {exc}") from exc
         if str(mode).lower() != "wal":
             raise StorageUnavailable(f"{self._path}: cannot switch to WAL (journal mode {mode})")
+        self._security = SecurityStore(_SqliteSecurityRunner(self))
+
+    @property
+    def security(self) -> SecurityStore:
+        return self._security
 
     def __repr__(self) -> str:
         return f"SqliteStorage({self._path!r})"

@@ -20,7 +20,10 @@ from tests.cloud_registry.pg_cluster import (  # noqa: F401  (fixtures)
     postgres_databases,
     postgres_dsn,
 )
-from tests.cloud_registry.server_fixtures import registry  # noqa: F401  (fixture)
+from tests.cloud_registry.server_fixtures import (  # noqa: F401  (fixtures)
+    registry,
+    secure_registry,
+)
 
 #: The engines the contract suite runs against.
 ENGINES = ["sqlite", "postgres"]

@@ -5,20 +5,30 @@ The server runs in its own event loop on a background thread; tests are plain sy
 functions calling it through a blocking ``grpc`` channel (pytest-asyncio is not used). Helpers
 publish the example models and register devices; :meth:`Registry.call` runs a coroutine on the
 server's loop when a test needs to reach inside (e.g. to stop the server).
+
+Secure mode: :func:`running_secure_registry` (fixture ``secure_registry``) makes a fresh CA in a
+temporary folder (``cloud_registry.ca_admin``: CA, command key, server certificate for
+127.0.0.1) and starts a replica with mutual TLS on ``address`` and one-way TLS on
+``enroll_address``. :class:`SecureRegistry` gives ``(address, ca_dir, make_token)`` and more: its
+``registry`` talks mTLS as an integrator with every scope (``ops``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -32,20 +42,28 @@ from cloud_registry.api.v1 import (
     twins_pb2_grpc,
     watch_pb2_grpc,
 )
+from cloud_registry.ca_admin import init_registry_ca, issue_server_certificate
 from cloud_registry.server.app import RegistryServer, build_server
 from cloud_registry.server.context import RegistrySettings
+from cloud_registry.server.tls import ServerSecurity
 from cloud_registry.storage.base import DeviceFilter, Storage
+from security.ca import CertificateAuthority, Clock, utc_now
+from security.identity import Identity, make_csr
+from security.tokens import new_token
 
 __all__ = [
     "EXAMPLES",
     "METER",
     "Registry",
+    "SecureRegistry",
     "error_info",
     "expect_error",
     "field_violations",
     "precondition_violations",
     "registry",
     "running_registry",
+    "running_secure_registry",
+    "secure_registry",
     "status_details",
 ]
 
@@ -70,6 +88,7 @@ class Registry:
     loop: asyncio.AbstractEventLoop
     channel: grpc.Channel
     channels: list[grpc.Channel] = field(default_factory=list)
+    credentials: grpc.ChannelCredentials | None = None  # secure mode: the channel's TLS
 
     def __post_init__(self) -> None:
         # generated stubs are untyped: Any
@@ -90,7 +109,10 @@ class Registry:
     def new_channel(self, *, own_connection: bool = True) -> grpc.Channel:
         """Another channel (closed at teardown); ``own_connection``: not shared with others."""
         options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
-        channel = grpc.insecure_channel(self.target, options=options)
+        if self.credentials is not None:
+            channel = grpc.secure_channel(self.target, self.credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(self.target, options=options)
         self.channels.append(channel)
         return channel
 
@@ -200,9 +222,16 @@ def error_info(error: Any) -> tuple[str, dict[str, str]]:
 
 @contextmanager
 def running_registry(
-    storage: Storage, settings: RegistrySettings = TEST_SETTINGS, **changes: Any
+    storage: Storage,
+    settings: RegistrySettings = TEST_SETTINGS,
+    *,
+    security: ServerSecurity | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    **changes: Any,
 ) -> Iterator[Registry]:
-    """A registry serving ``storage`` on 127.0.0.1 (port 0) in a background event loop."""
+    """A registry serving ``storage`` on 127.0.0.1 (port 0) in a background event loop:
+    plain text (``security`` None, the insecure mode the functional tests use), or secure
+    with ``security``, its channel using ``credentials``."""
     settings = replace(settings, **changes)
     assert settings.listen.startswith("127.0.0.1:")
     loop = asyncio.new_event_loop()
@@ -210,7 +239,7 @@ def running_registry(
     thread.start()
 
     async def start() -> RegistryServer:
-        server = build_server(storage, settings)
+        server = build_server(storage, settings, security)
         await server.start()
         return server
 
@@ -218,8 +247,11 @@ def running_registry(
         return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
 
     server = call(start())
-    channel = grpc.insecure_channel(server.address)
-    registry = Registry(server, storage, loop, channel)
+    if credentials is not None:
+        channel = grpc.secure_channel(server.address, credentials)
+    else:
+        channel = grpc.insecure_channel(server.address)
+    registry = Registry(server, storage, loop, channel, credentials=credentials)
     try:
         yield registry
     finally:
@@ -241,3 +273,114 @@ def registry(storage: Storage) -> Iterator[Registry]:
     """A running registry over the ``storage`` fixture (every engine)."""
     with running_registry(storage) as running:
         yield running
+
+
+# --------------------------------------------------------------------------- secure mode
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass
+class SecureRegistry:
+    """A secure registry with a fresh CA; ``registry`` calls it as integrator ``ops`` (mTLS)."""
+
+    registry: Registry
+    ca_dir: Path
+    security: ServerSecurity
+
+    @property
+    def address(self) -> str:
+        """The mutual-TLS address (edge sync, Renew, integrators with certificates)."""
+        return self.registry.server.address
+
+    @property
+    def enroll_address(self) -> str:
+        """The one-way TLS address (Enroll, GetCrl, integrators with API keys)."""
+        return self.registry.server.enroll_address
+
+    @property
+    def root_pem(self) -> bytes:
+        return (self.ca_dir / "root.pem").read_bytes()
+
+    @property
+    def storage(self) -> Storage:
+        return self.registry.storage
+
+    def make_token(
+        self, edge_id: str, site: str = "site-a", ttl: timedelta = timedelta(hours=1)
+    ) -> str:
+        """A one-time enrollment token for ``edge_id`` (as ``cloud-registry edges add``)."""
+        text, record = new_token(edge_id, site, datetime.now(UTC), ttl=ttl)
+        self.storage.security.add_edge(edge_id, site, record, int(time.time() * 1000))
+        return text
+
+    def issue(
+        self, identity: Identity, *, clock: Clock = utc_now, validity: timedelta | None = None
+    ) -> tuple[bytes, bytes]:
+        """``(key PEM, certificate chain PEM)`` for ``identity`` from this CA (``clock``: the
+        CA's time, to make certificates valid in the past or future)."""
+        ca = CertificateAuthority.load(self.ca_dir, clock=clock)
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = ca.issue_from_csr(
+            make_csr(key, identity), identity, validity=validity or timedelta(days=30)
+        )
+        return _key_pem(key), cert + b"".join(ca.chain_pems)
+
+    def credentials(self, identity: Identity, **kwargs: Any) -> grpc.ChannelCredentials:
+        """Client TLS credentials with a fresh certificate for ``identity``."""
+        key, chain = self.issue(identity, **kwargs)
+        return grpc.ssl_channel_credentials(self.root_pem, key, chain)
+
+    def one_way(self) -> grpc.ChannelCredentials:
+        """Server-authenticated TLS only (enrollment, API keys)."""
+        return grpc.ssl_channel_credentials(self.root_pem)
+
+
+def make_test_ca(folder: Path, *, clock: Clock = utc_now) -> Path:
+    """A CA folder with the command key and a server certificate for 127.0.0.1."""
+    init_registry_ca(folder, "Test", clock=clock)
+    issue_server_certificate(folder, ["127.0.0.1"], clock=clock)
+    return folder
+
+
+@contextmanager
+def running_secure_registry(
+    storage: Storage,
+    folder: Path,
+    *,
+    clock: Clock = utc_now,
+    **changes: Any,
+) -> Iterator[SecureRegistry]:
+    """A secure registry over ``storage`` with a new CA in ``folder`` (made if absent);
+    ``clock`` is the registry's clock (certificate validity, tokens, envelopes)."""
+    if not (folder / "root.pem").exists():
+        make_test_ca(folder)
+    security = ServerSecurity.from_ca_dir(folder, clock=clock)
+    ca = CertificateAuthority.load(folder)
+    key = ec.generate_private_key(ec.SECP256R1())
+    ops = Identity("integrator", "ops")
+    cert = ca.issue_from_csr(make_csr(key, ops), ops)
+    creds = grpc.ssl_channel_credentials(ca.root_pem, _key_pem(key), cert + b"".join(ca.chain_pems))
+    changes.setdefault("enroll_listen", "127.0.0.1:0")
+    with running_registry(storage, security=security, credentials=creds, **changes) as reg:
+        yield SecureRegistry(reg, folder, security)
+
+
+@pytest.fixture
+def secure_registry(tmp_path: Path) -> Iterator[SecureRegistry]:
+    """A secure registry over a fresh SQLite database, with a fresh CA in ``tmp_path/ca``.
+    ``(address, ca_dir, make_token)`` are ``secure_registry.address``, ``.ca_dir`` and
+    ``.make_token(edge_id, site="site-a")``; enroll at ``.enroll_address``."""
+    from cloud_registry.storage.sqlite import SqliteStorage
+
+    storage = SqliteStorage(tmp_path / "secure-registry.db")
+    storage.migrate()
+    try:
+        with running_secure_registry(storage, tmp_path / "ca") as secure:
+            yield secure
+    finally:
+        storage.close()

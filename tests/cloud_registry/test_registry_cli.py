@@ -113,7 +113,7 @@ class Served:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [*CLOUD_REGISTRY, "serve", *args],
+            [*CLOUD_REGISTRY, "serve", "--insecure", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -246,7 +246,15 @@ def test_serve_refuses_a_busy_port_and_a_bad_db_url(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         result = subprocess.run(
-            [*CLOUD_REGISTRY, "serve", "--listen", f"127.0.0.1:{port}", "--db", str(db)],
+            [
+                *CLOUD_REGISTRY,
+                "serve",
+                "--insecure",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--db",
+                str(db),
+            ],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -257,7 +265,7 @@ def test_serve_refuses_a_busy_port_and_a_bad_db_url(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     result = subprocess.run(
-        [*CLOUD_REGISTRY, "serve", "--db", "mysql://x/y"],
+        [*CLOUD_REGISTRY, "serve", "--insecure", "--db", "mysql://x/y"],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -18,7 +18,7 @@ import pytest
 
 from edge_agent.outbox import Outbox, OutboxBatch, OutboxError, StaleBatchError
 from edge_agent.outbox_policy import IdentityCodec, ReplayPacer, is_kept
-from thing_models.messages import Message, MessageKind, from_bytes, to_bytes
+from thing_models.messages import Message, MessageKind, from_bytes, from_protobuf, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "test.acme/meter@1.0.0"
@@ -476,6 +476,30 @@ def test_corrupt_payloads_are_quarantined_not_raised(db: Path) -> None:
         assert bad[2].device_id == "d0"
         assert "MessageError" in bad[2].error
         assert "TypeError" in bad[7].error
+
+
+def test_the_uplinks_protobuf_reads_match_and_quarantine_the_same_rows(db: Path) -> None:
+    msgs = [report("d0", i) for i in range(10)]
+    with Outbox(db, max_bytes=BIG, max_age_s=10**9) as box:
+        box.append(msgs)
+        batch = box.next_batch(3, protobuf=True)
+        assert batch is not None
+        assert batch.messages == ()
+        assert [from_protobuf(p) for p in batch.protos] == msgs[:3]
+        assert box.assign_sequence(batch) == 1
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE outbox SET payload = x'ffffff00ff' WHERE id IN (2, 5)")
+        raw.execute("UPDATE outbox SET payload = x'' WHERE id = 9")  # parses, but is no message
+    raw.close()
+    with Outbox(db, max_bytes=BIG, max_age_s=10**9) as box:
+        (pending,) = box.pending_batches(protobuf=True)
+        assert (pending.sequence, pending.count) == (1, 2)
+        assert [from_protobuf(p) for p in pending.protos] == [msgs[0], msgs[2]]
+        rest = box.next_batch(100, protobuf=True)
+        assert rest is not None
+        assert [from_protobuf(p) for p in rest.protos] == [msgs[i] for i in (3, 5, 6, 7, 9)]
+        assert sorted(row.id for row in box.quarantined()) == [2, 5, 9]
+        assert box.live_batch(100, protobuf=True, window_s=3600) is not None
 
 
 class XorCodec:

@@ -3,6 +3,7 @@ building with the compiled model validator (bad values reported as bad, never dr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,9 @@ from thing_models.model import (
     ThingModel,
 )
 from thing_models.telemetry import compile_validator
+from thing_models.yaml_format import load_model_file
+
+METER_FILE = Path(__file__).resolve().parents[2] / "examples" / "models" / "energy-meter-3p.yaml"
 
 GOOD, UNCERTAIN, BAD = Quality.GOOD, Quality.UNCERTAIN, Quality.BAD
 T0 = 1_700_000_000_000
@@ -526,3 +530,65 @@ def test_builder_needs_an_exact_model_version() -> None:
 )
 def test_worst_quality(qualities: list[Quality], worst: Quality) -> None:
     assert worst_quality(qualities) is worst
+
+
+class _WithoutFastChecks:
+    """A validator whose inline checks are hidden: the builder takes the long way."""
+
+    fast_check: dict[str, Any] = {}  # noqa: RUF012
+
+    def __init__(self, validator: Any) -> None:
+        self._validator = validator
+        self.model = validator.model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._validator, name)
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@given(
+    values=st.dictionaries(
+        st.sampled_from(["voltage_a", "energy_import", "relay_closed", "frequency", "nope"]),
+        st.tuples(_ANY_VALUE, st.sampled_from(list(Quality))),
+        max_size=5,
+    ),
+    on_change=st.booleans(),
+)
+def test_the_fast_path_reports_exactly_what_the_long_way_does(
+    values: dict[str, tuple[Any, Quality]], on_change: bool
+) -> None:
+    """ReportBuilder.build checks good plain values inline; with the inline checks disabled
+    (every value the long way) the messages must be the same."""
+    model = load_model_file(METER_FILE)
+    fast_validator = compile_validator(model)
+    slow_validator: Any = _WithoutFastChecks(compile_validator(model))
+    readings = {
+        prop: Decoded(value, quality, "reason") for prop, (value, quality) in values.items()
+    }
+    policy = ReportPolicy(poll_interval_s=1.0, on_change=on_change, deadband=0.5)
+    out = []
+    for validator in (fast_validator, slow_validator):
+        builder = ReportBuilder(model.ref, validator)
+        report_filter = ReportFilter()
+        first = builder.build(
+            "d1", 1000, readings, report_filter=report_filter, policy_for=lambda p: policy
+        )
+        again = builder.build(
+            "d1", 2000, readings, report_filter=report_filter, policy_for=lambda p: policy
+        )
+        out.append(
+            [
+                (m.kind, m.name, dict(m.params), dict(m.param_quality), m.quality)
+                for m in first + again
+            ]
+        )
+    assert out[0] == out[1]
