@@ -382,6 +382,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "agent_rss_mb": round(rss_mb(agent.pid), 1),
                 "agent_rss_max_sampled_mb": round(max(rss_samples), 1),
                 "agent_peak_rss_mb": round(rss_mb(agent.pid, "VmHWM"), 1),
+                "target_rss_mb_1000_devices": TARGET_RSS_MB_1000_DEVICES,
+                "meets_rss_target": (
+                    rss_mb(agent.pid, "VmHWM") < TARGET_RSS_MB_1000_DEVICES
+                    if args.devices >= 1000
+                    else None
+                ),
                 "outbox_file_mb": round(backlog1 / 2**20, 1),
                 "outbox_backlog_grew": backlog1 > backlog0,
                 "raw_pymodbus_registers_per_s": round(raw_regs),

@@ -1,7 +1,9 @@
 """The edge agent's configuration file (``edge-agent run --config edge.yaml``).
 
 The file names the registry the agent connects to, the edge's identity, where it keeps its
-outbox, the folder of model files, and the devices it talks to (id, model reference, protocol,
+outbox, its ``security`` section (:class:`SecurityConfig`: the identity folder that
+``edge-agent enroll`` fills and the mTLS credentials come from, outbox encryption), the folder of
+model files, and the devices it talks to (id, model reference, protocol,
 connection, an optional per-device bindings override, poll and reconnect settings).
 
 :func:`load_edge_config` reads it with :func:`thing_models.yaml_source.parse_yaml` (same dialect
@@ -58,6 +60,7 @@ __all__ = [
     "Protocol",
     "ProtocolConnection",
     "RegistryConfig",
+    "SecurityConfig",
     "StorageConfig",
     "load_edge_config",
 ]
@@ -88,10 +91,12 @@ _TOP_KEYS = (
     "models_dir",
     "admin_socket",
     "metrics",
+    "security",
     "devices",
 )
 _REGISTRY_KEYS = ("address", "insecure", "ca", "cert", "key")
 _STORAGE_KEYS = ("outbox", "max_bytes", "max_age")
+_SECURITY_KEYS = ("identity_dir", "encrypt_outbox", "key_file")
 _DEVICE_KEYS = ("id", "model", "protocol", "connection", "bindings", "poll_interval", "reconnect")
 _TCP_KEYS = ("transport", "host", "port", "unit_id", "framer", "timeout")
 _SERIAL_KEYS = (
@@ -154,6 +159,26 @@ class StorageConfig:
     outbox: FsPath
     max_bytes: int = 256 * 1024**2
     max_age_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """The edge's identity folder (key, certificate, chain, trust roots, command keys, replay
+    state: see :mod:`edge_agent.identity_store`) and encryption of the outbox at rest.
+
+    With no ``registry.cert``/``key`` and ``insecure: false`` the agent connects with mTLS using
+    the identity folder's credentials (``edge-agent enroll`` fills it). ``encrypt_outbox``
+    (default true when a ``security`` section is given) encrypts outbox payloads with AES-GCM,
+    the key in ``key_file`` (0600; default ``<identity_dir>/outbox.key``, created on first use).
+    """
+
+    identity_dir: FsPath
+    encrypt_outbox: bool = False
+    key_file: FsPath | None = None
+
+    @property
+    def outbox_key_file(self) -> FsPath:
+        return self.key_file if self.key_file is not None else self.identity_dir / "outbox.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +247,8 @@ class EdgeConfig:
     metrics: str | None = None
     devices: tuple[DeviceConfig, ...] = ()
     source: str = ""
+    #: None only for configurations built in code; a loaded file always has one.
+    security: SecurityConfig | None = None
 
 
 def _apply_override(base: Bindings, override: Bindings | None) -> Bindings:
@@ -341,6 +368,7 @@ class _ConfigParser:
         models_dir = self._path(root, "models_dir", (), "models")
         admin_socket = self._path(root, "admin_socket", (), "edge-agent.sock")
         metrics = self._address(root, "metrics", ()) or None
+        security = self._security(root.get("security"), ("security",))
         models = self._models(models_dir, root)
         devices = r.items(
             root.get("devices"),
@@ -357,6 +385,7 @@ class _ConfigParser:
             admin_socket=admin_socket,
             metrics=metrics,
             devices=devices,
+            security=security,
         )
 
     def _registry(self, value: Any, path: Path) -> RegistryConfig | None:
@@ -386,6 +415,21 @@ class _ConfigParser:
                 "insecure: false, or no certificates",
             )
         return RegistryConfig(address, insecure, paths["ca"], paths["cert"], paths["key"])
+
+    def _security(self, value: Any, path: Path) -> SecurityConfig:
+        r = self.r
+        default = SecurityConfig(self._resolve("identity"))
+        if value is None:
+            return default
+        obj = r.mapping(value, path, "a mapping with identity_dir, encrypt_outbox, key_file")
+        if obj is None:
+            return default
+        r.check_keys(obj, path, _SECURITY_KEYS)
+        return SecurityConfig(
+            identity_dir=self._path(obj, "identity_dir", path, "identity"),
+            encrypt_outbox=r.boolean(obj, "encrypt_outbox", path, True),
+            key_file=self._path(obj, "key_file", path) if "key_file" in obj else None,
+        )
 
     def _storage(self, value: Any, path: Path) -> StorageConfig:
         r = self.r

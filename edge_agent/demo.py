@@ -4,6 +4,15 @@
 
     code = await run_demo(duration_s=10)   # None: until Ctrl-C / SIGTERM
 
+Secure, as a deployment runs: in a temporary folder the demo makes its CA (root, issuing
+intermediate, command-signing key: :mod:`cloud_registry.ca_admin`) and the registry's TLS
+certificate, starts the registry with mutual TLS (plus its one-way TLS enrollment port), makes a
+one-time token for its edge (as ``cloud-registry edges add``), enrolls the agent with it
+(:func:`edge_agent.enrollment.enroll`: key made in the agent's identity folder), and runs the
+agent over mTLS with signed commands and an AES-GCM encrypted outbox. The table's own registry
+client is an integrator with a certificate of the same CA. ``insecure=True`` (``demo
+--insecure``) runs it all in plain text instead, with a warning.
+
 In a temporary folder: a registry (SQLite) on 127.0.0.1 (any free port), the example models
 that have a Modbus binding published to it (with the models they are composed of), one
 :class:`~protocol_adapters.modbus.simulator.ModbusSimulator` and one registered device per
@@ -21,24 +30,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
+from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from cloud_registry.api.client import AsyncRegistryClient
+from cloud_registry.ca_admin import init_registry_ca, issue_server_certificate
 from cloud_registry.server.app import RegistryServer, build_server
 from cloud_registry.server.context import RegistrySettings
+from cloud_registry.server.tls import ServerSecurity
 from cloud_registry.storage.sqlite import SqliteStorage
 from edge_agent.config import load_edge_config
+from edge_agent.enrollment import enroll
+from edge_agent.identity_store import IdentityStore
 from edge_agent.supervisor import AgentStatus, EdgeAgent
 from protocol_adapters.modbus.simulator import ModbusSimulator
+from security.identity import Identity, generate_key, make_csr
+from security.tokens import new_token
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.model import ThingModel
 
@@ -47,6 +66,7 @@ __all__ = ["EDGE_ID", "find_models_dir", "run_demo"]
 EDGE_ID = "demo-edge"
 _SITE = "demo-site"
 _VALUES_SHOWN = 3
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -99,14 +119,18 @@ def _select_models(models_dir: Path) -> tuple[list[Path], list[_DemoDevice]]:
     return publish, devices
 
 
-def _edge_yaml(folder: Path, registry: str, models_dir: Path, devices: list[_DemoDevice]) -> Path:
+def _edge_yaml(
+    folder: Path, registry: str, models_dir: Path, devices: list[_DemoDevice], *, insecure: bool
+) -> Path:
     lines = [
         f"edge_id: {EDGE_ID}",
-        f"registry: {{address: {json.dumps(registry)}, insecure: true}}",
+        f"registry: {{address: {json.dumps(registry)}{', insecure: true' if insecure else ''}}}",
         f"storage: {{outbox: {json.dumps(str(folder / 'state' / 'outbox.db'))}}}",
         f"models_dir: {json.dumps(str(models_dir))}",
-        "devices:",
     ]
+    if not insecure:
+        lines += ["security: {identity_dir: identity, encrypt_outbox: true}"]
+    lines += ["devices:"]
     for dev in devices:
         lines += [
             f"  - id: {dev.device_id}",
@@ -116,9 +140,52 @@ def _edge_yaml(folder: Path, registry: str, models_dir: Path, devices: list[_Dem
             "    poll_interval: 500ms",
             "    reconnect: {min: 200ms, max: 2s}",
         ]
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "edge.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass(frozen=True)
+class _SecureSetup:
+    security: ServerSecurity
+    root_pem: bytes
+    console: grpc.ChannelCredentials  # the table's registry client: an integrator
+
+
+def _make_ca(folder: Path) -> _SecureSetup:
+    """The demo's CA, the registry's TLS certificate and an integrator certificate."""
+    init_registry_ca(folder, "Demo")
+    issue_server_certificate(folder, ["127.0.0.1"])
+    security = ServerSecurity.from_ca_dir(folder)
+    console = Identity("integrator", "demo-console")
+    key = generate_key(folder / "console.key")
+    cert = security.ca.issue_from_csr(make_csr(key, console), console)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    root = security.ca.root_pem
+    chain = cert + b"".join(security.ca.chain_pems)
+    return _SecureSetup(security, root, grpc.ssl_channel_credentials(root, key_pem, chain))
+
+
+async def _enroll_edge(
+    storage: SqliteStorage, server: RegistryServer, setup: _SecureSetup, identity_dir: Path
+) -> str:
+    """A one-time token for the edge (as ``cloud-registry edges add``), redeemed at once by
+    :func:`~edge_agent.enrollment.enroll`; the identity folder's key file path."""
+    token, record = new_token(EDGE_ID, _SITE, datetime.now(UTC))
+    storage.security.add_edge(EDGE_ID, _SITE, record, int(time.time() * 1000))
+    creds = await enroll(
+        server.enroll_address,
+        token,
+        IdentityStore(identity_dir),
+        ca_pem=setup.root_pem,
+        edge_id=EDGE_ID,
+    )
+    return f"{identity_dir}/gen-{creds.generation}/key.pem"
 
 
 def _format(value: Any) -> str:
@@ -148,8 +215,10 @@ def _table(
     status: AgentStatus,
     twins: dict[str, dict[str, Any] | None],
     rates: _Rates,
+    mode: str = "",
 ) -> Table:
-    table = Table(title=f"edge-agent demo: edge {EDGE_ID}", expand=True)
+    title = f"edge-agent demo: edge {EDGE_ID}" + (f" ({mode})" if mode else "")
+    table = Table(title=title, expand=True)
     table.add_column("device", no_wrap=True, min_width=15)
     table.add_column("model", overflow="ellipsis", no_wrap=True, max_width=16)
     table.add_column("state", no_wrap=True, min_width=7)
@@ -183,7 +252,8 @@ def _table(
         depth = outbox.rows if outbox is not None else "-"
         table.caption = (
             f"uplink {'connected' if uplink.connected else 'disconnected'}: {sent:.1f} values/s, "
-            f"outbox depth {depth}, lag {lag}, ack {ack}"
+            f"outbox depth {depth}, lag {lag}, ack {ack}, commands refused "
+            f"{uplink.commands_refused}"
         )
     return table
 
@@ -208,9 +278,10 @@ async def run_demo(
     refresh_s: float = 1.0,
     console: Console | None = None,
     models_dir: Path | None = None,
+    insecure: bool = False,
 ) -> int:
     """Run the demo (see the module doc) for ``duration_s`` seconds, else until Ctrl-C or
-    SIGTERM; 0 when it ran, 1 when it could not start."""
+    SIGTERM; 0 when it ran, 1 when it could not start. ``insecure``: plain text (warned)."""
     console = console or Console()
     models_dir = models_dir or find_models_dir()
     if models_dir is None or not models_dir.is_dir():
@@ -240,9 +311,21 @@ async def run_demo(
         agent_task: asyncio.Task[None] | None = None
         try:
             storage.migrate()
-            server = build_server(storage, RegistrySettings(listen="127.0.0.1:0"))
+            settings = RegistrySettings(listen="127.0.0.1:0", enroll_listen="127.0.0.1:0")
+            setup: _SecureSetup | None = None
+            if insecure:
+                console.print(
+                    "[bold red]WARNING[/bold red]: --insecure: plain text, no authentication, "
+                    "unsigned commands, outbox not encrypted (development only)"
+                )
+                _log.warning("demo running insecure (plain text)")
+            else:
+                setup = await asyncio.to_thread(_make_ca, folder / "ca")
+            server = build_server(storage, settings, setup.security if setup else None)
             await server.start()
-            client = AsyncRegistryClient(server.address)
+            client = AsyncRegistryClient(
+                server.address, credentials=setup.console if setup else None
+            )
             for file in publish:
                 await client.publish_model(file.read_text(encoding="utf-8"))
             for seed, dev in enumerate(devices):
@@ -251,10 +334,21 @@ async def run_demo(
                 await client.register_device(
                     dev.device_id, model=str(dev.model.ref), edge_id=EDGE_ID, site=_SITE
                 )
-            config = load_edge_config(_edge_yaml(folder, server.address, models_dir, devices))
+            edge_folder = folder / "edge"
+            config_path = _edge_yaml(
+                edge_folder, server.address, models_dir, devices, insecure=insecure
+            )
+            mode = "INSECURE: plain text"
+            if setup is not None:
+                key_path = await _enroll_edge(storage, server, setup, edge_folder / "identity")
+                console.print(f"enrolled {EDGE_ID}: private key {key_path} (0600)")
+                mode = "mTLS, signed commands, encrypted outbox"
+            config = load_edge_config(config_path)
             agent = EdgeAgent(config, uplink_options={"backoff_initial_s": 0.2})
             agent_task = asyncio.create_task(agent.run(), name="demo-agent")
-            await _show(console, client, agent, agent_task, devices, duration_s, refresh_s, stop)
+            await _show(
+                console, client, agent, agent_task, devices, duration_s, refresh_s, stop, mode
+            )
             if agent_task.done() and agent_task.exception() is not None:
                 console.print(f"edge-agent demo: the agent failed: {agent_task.exception()}")
                 return 1
@@ -293,6 +387,7 @@ async def _show(
     duration_s: float | None,
     refresh_s: float,
     stop: asyncio.Event,
+    mode: str = "",
 ) -> None:
     rates = _Rates()
     deadline = None if duration_s is None else time.monotonic() + duration_s
@@ -300,7 +395,7 @@ async def _show(
 
     async def render() -> Table:
         twins = await _read_twins(client, devices)
-        return _table(devices, agent.status(), twins, rates)
+        return _table(devices, agent.status(), twins, rates, mode)
 
     with Live(await render(), console=console, auto_refresh=False) as live:
         while not stop.is_set() and not agent_task.done():

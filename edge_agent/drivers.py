@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.config import (
     DeviceConfig,
@@ -25,7 +25,10 @@ from edge_agent.config import (
 )
 from edge_agent.errors import UnsupportedDevice
 from protocol_adapters.base import DeviceDriver
-from thing_models.model import ThingModel
+from thing_models.model import ModbusBinding, ThingModel
+
+if TYPE_CHECKING:
+    from protocol_adapters.modbus.driver import CompiledBinding
 
 __all__ = ["Shared", "binding_points", "make_driver"]
 
@@ -48,9 +51,23 @@ def _modbus_tcp(device: DeviceConfig, model: ThingModel, shared: Shared) -> Devi
     try:
         endpoint = TcpLine(connection.host, connection.port, framer)
         line = shared_line(shared, endpoint, timeout_s=connection.timeout_s)
-        return ModbusDriver.on_line(line, replace(binding, unit_id=connection.unit_id), model)
+        bound = replace(binding, unit_id=connection.unit_id)
+        return ModbusDriver.on_line(line, bound, model, compiled=_compiled(shared, bound, model))
     except ModbusConfigError as exc:
         raise UnsupportedDevice(f"device {device.id}: {exc}") from exc
+
+
+def _compiled(shared: Shared, binding: ModbusBinding, model: ThingModel) -> CompiledBinding:
+    """The binding compiled once per agent for every device of the same model and binding."""
+    from protocol_adapters.modbus.driver import CompiledBinding
+
+    key = ("modbus-compiled", id(model), binding)
+    found = shared.get(key)
+    if found is None:
+        found = shared[key] = (model, CompiledBinding.of(binding, model))  # keeps id(model)
+    assert isinstance(found, tuple)
+    compiled: CompiledBinding = found[1]
+    return compiled
 
 
 def _modbus_serial(device: DeviceConfig, model: ThingModel, shared: Shared) -> DeviceDriver:
@@ -77,7 +94,8 @@ def _modbus_serial(device: DeviceConfig, model: ThingModel, shared: Shared) -> D
             bytesize=connection.bytesize,
         )
         line = shared_line(shared, endpoint, timeout_s=connection.timeout_s)
-        return ModbusDriver.on_line(line, replace(binding, unit_id=connection.unit_id), model)
+        bound = replace(binding, unit_id=connection.unit_id)
+        return ModbusDriver.on_line(line, bound, model, compiled=_compiled(shared, bound, model))
     except ModbusConfigError as exc:
         raise UnsupportedDevice(f"device {device.id}: {exc}") from exc
 

@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -53,13 +54,26 @@ from typing import Any, Literal, Protocol
 import grpc
 
 from cloud_registry.api.v1 import common_pb2, edge_sync_pb2
+from edge_agent.admin import AdminServer
+from edge_agent.command_guard import guard_for
 from edge_agent.config import DeviceConfig, EdgeConfig
 from edge_agent.drivers import Shared, binding_points, make_driver
+from edge_agent.enrollment import renewer_for
 from edge_agent.errors import AgentCommandError, UnsupportedDevice
+from edge_agent.identity_store import IdentityError, identity_store_for
+from edge_agent.metrics import AgentMetrics, MetricsEndpoint
 from edge_agent.outbox import Outbox, OutboxStats
-from edge_agent.reporting import ReportBuilder, ReportFilter, policies_for_points
+from edge_agent.reporting import (
+    DIAGNOSTIC_EVENT,
+    Diagnostic,
+    ReportBuilder,
+    ReportFilter,
+    policies_for_points,
+)
 from edge_agent.uplink import InventoryItem, Uplink, UplinkStats
 from protocol_adapters.base import DeviceDriver, DiagnosticState, LinkError, Reading, Update
+from security.at_rest import AesGcmCodec, FileKeyProvider
+from security.errors import SecurityError
 from thing_models.messages import Message, Quality, value_from_protobuf, value_to_protobuf
 from thing_models.model import Access, ReportPolicy, ThingModel
 from thing_models.telemetry import ModelValidator, compile_validator
@@ -182,6 +196,9 @@ class _Device:
     poll_now: asyncio.Event = field(default_factory=asyncio.Event)
     #: the latest reading of each property, with its acquisition time (admin ``read``)
     latest: dict[str, tuple[int, Reading]] = field(default_factory=dict)
+    #: desired state from the registry not yet applied (the device task applies it)
+    desired: dict[str, object] = field(default_factory=dict)
+    desired_revision: int = 0
 
 
 class _Subscriber:
@@ -197,7 +214,7 @@ class EdgeAgent:
 
     ``rng`` seeds the reconnect jitter (tests); ``uplink_options`` are passed to
     :class:`~edge_agent.uplink.Uplink` (e.g. backoff settings); ``observer`` is told about
-    every poll (metrics).
+    every poll (default: :attr:`metrics`, the agent's Prometheus metrics).
     """
 
     def __init__(
@@ -209,11 +226,13 @@ class EdgeAgent:
         observer: PollObserver | None = None,
     ) -> None:
         self.config = config
-        self.observer = observer
+        self.metrics = AgentMetrics(self)
+        self.observer: PollObserver = observer if observer is not None else self.metrics
         self._rng = rng or random.Random()
         self._uplink_options = dict(uplink_options or {})
         self._filter = ReportFilter()
         self._shared: Shared = {}
+        self._builders: dict[int, tuple[ModelValidator, ReportBuilder]] = {}
         self._devices: dict[str, _Device] = {}
         for device in config.devices:
             model = device.thing_model
@@ -294,7 +313,23 @@ class EdgeAgent:
     # ------------------------------------------------------------------ main
 
     async def run(self) -> None:
-        """Open the outbox, start the uplink and one task per device; until :meth:`stop`."""
+        """Open the admin socket, the metrics endpoint (when configured) and the outbox, start
+        the uplink and one task per device; until :meth:`stop`. The admin socket comes
+        first: a second agent on the same configuration stops there, before the outbox."""
+        admin = AdminServer(self, self.config.admin_socket)
+        await admin.start()
+        endpoint: MetricsEndpoint | None = None
+        try:
+            if self.config.metrics:
+                endpoint = MetricsEndpoint(self.metrics, self.config.metrics)
+                await endpoint.start()
+            await self._run()
+        finally:
+            if endpoint is not None:
+                await endpoint.stop()
+            await admin.stop()
+
+    async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._queued = asyncio.Event()
@@ -320,7 +355,9 @@ class EdgeAgent:
             config_version=self._config_version(),
             inventory=self._inventory,
             on_command=self.handle_command,
+            on_desired=self.handle_desired,
             credentials=self._credentials(),
+            command_guard=self._command_guard,
             **self._uplink_options,
         )
         self._uplink = uplink
@@ -333,6 +370,8 @@ class EdgeAgent:
             self.config.registry.address,
         )
         uplink_task = asyncio.create_task(self._run_uplink(uplink), name="uplink")
+        renewer = renewer_for(self.config, on_renewed=lambda _: uplink.reconnect())
+        renewal = asyncio.create_task(renewer.run(), name="renewal") if renewer else None
         appender = asyncio.create_task(self._run_appender(outbox, uplink), name="appender")
         device_tasks = [
             asyncio.create_task(self._run_device(dev), name=f"device-{device_id}")
@@ -357,6 +396,10 @@ class EdgeAgent:
             self._queued.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await appender
+            if renewal is not None:
+                renewal.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await renewal
             uplink.stop()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(uplink_task, 10.0)
@@ -367,11 +410,30 @@ class EdgeAgent:
                 if executor is not None:
                     await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
                 self._loop = None
+                gc.unfreeze()
 
     def _open_outbox(self) -> Outbox:
+        """The outbox (AES-GCM payloads when ``security.encrypt_outbox``). First the edge's
+        security state: the identity folder and the command guard (its replay state), so an
+        edge not enrolled, or with loose permissions, fails here, before anything starts."""
+        store = identity_store_for(self.config)
+        if store is not None:
+            store.load()  # NotEnrolled / IdentityError (loose permissions ...)
+        self._command_guard = guard_for(self.config)
         storage = self.config.storage
         storage.outbox.parent.mkdir(parents=True, exist_ok=True)
-        return Outbox(storage.outbox, max_bytes=storage.max_bytes, max_age_s=storage.max_age_s)
+        codec = None
+        security = self.config.security
+        if security is not None and security.encrypt_outbox:
+            key_file = security.outbox_key_file
+            key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                codec = AesGcmCodec(FileKeyProvider(key_file))
+            except SecurityError as exc:
+                raise IdentityError(f"outbox encryption key: {exc}") from exc
+        return Outbox(
+            storage.outbox, max_bytes=storage.max_bytes, max_age_s=storage.max_age_s, codec=codec
+        )
 
     async def _io(self, fn: Any, *args: Any) -> Any:
         assert self._executor is not None
@@ -386,10 +448,23 @@ class EdgeAgent:
         except OSError:
             return ""
 
-    def _credentials(self) -> grpc.ChannelCredentials | None:
+    def _credentials(
+        self,
+    ) -> grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials] | None:
+        """None (plaintext, ``registry.insecure``: warned), the configured ``ca``/``cert``/``key``
+        files, or the identity folder's mTLS credentials, read again for each session."""
         registry = self.config.registry
         if registry.insecure:
+            _log.warning(
+                "edge %s: registry.insecure: plaintext to %s and unsigned commands accepted "
+                "(development only)",
+                self.config.edge_id,
+                registry.address,
+            )
             return None
+        store = identity_store_for(self.config)
+        if store is not None:
+            return lambda: store.load().channel_credentials()
 
         def read(path: Any) -> bytes | None:
             return path.read_bytes() if path is not None else None
@@ -523,8 +598,11 @@ class EdgeAgent:
             dev.last_error = str(exc)
             _log.warning("device %s: %s", config.id, exc)
             return False
-        dev.validator = compile_validator(model)
-        dev.builder = ReportBuilder(model.ref, dev.validator)
+        compiled = self._builders.get(id(model))
+        if compiled is None:  # one validator and builder per model, shared by its devices
+            validator = compile_validator(model)
+            compiled = self._builders[id(model)] = (validator, ReportBuilder(model.ref, validator))
+        dev.validator, dev.builder = compiled
         dev.policies = _policies(config)
         dev.groups = poll_groups_of(config, driver.pollable)
         driver.set_sink(lambda update: self._on_update(dev, update))
@@ -536,7 +614,7 @@ class EdgeAgent:
         attempt = 0
         while True:
             try:
-                if dev.driver is None and not self._prepare(dev):
+                if dev.driver is None and (dev.phase == "unsupported" or not self._prepare(dev)):
                     return
                 await self._connect(dev)
                 attempt = 0
@@ -600,6 +678,8 @@ class EdgeAgent:
                         dev.config.id, time.perf_counter() - started, len(readings), bad
                     )
                 await self._deliver(dev, ts_ms, readings)
+                if dev.desired:
+                    await self._apply_desired(dev)
                 now = loop.time()
                 for i in ready:
                     due[i] += groups[i][0]
@@ -712,6 +792,60 @@ class EdgeAgent:
             self._subscribers.discard(subscriber)
 
     # ------------------------------------------------------------------ commands
+
+    async def handle_desired(self, change: edge_sync_pb2.DesiredChange) -> None:
+        """The uplink's ``on_desired``: remember the device's desired state; its task writes
+        what differs from the reported values after its next poll (so a device that is
+        offline gets it when it is back)."""
+        dev = self._devices.get(change.device_id)
+        if dev is None:
+            _log.warning("desired state for unknown device %r ignored", change.device_id)
+            return
+        if change.revision and change.revision <= dev.desired_revision:
+            return  # already applied (resent on reconnect)
+        dev.desired_revision = change.revision
+        dev.desired = {
+            name: value_from_protobuf(change.desired[name], name) for name in sorted(change.desired)
+        }
+        dev.desired = {name: v for name, v in dev.desired.items() if v is not None}
+        dev.poll_now.set()
+
+    async def _apply_desired(self, dev: _Device) -> None:
+        """Write each desired value that the latest reading does not already show. A value
+        the model refuses is dropped with a diagnostic event; a link error keeps it for the
+        next poll."""
+        for name, value in list(dev.desired.items()):
+            latest = dev.latest.get(name)
+            if (
+                latest is not None
+                and latest[1].quality is Quality.GOOD
+                and latest[1].value == value
+            ):
+                del dev.desired[name]
+                continue
+            try:
+                await self.write_property(dev.config.id, name, value)
+            except LinkError as exc:
+                _log.info("device %s: desired %s not written yet: %s", dev.config.id, name, exc)
+                return
+            except Exception as exc:
+                del dev.desired[name]
+                reason = str(exc) if isinstance(exc, AgentCommandError) else f"{exc!r}"
+                _log.warning("device %s: desired %s refused: %s", dev.config.id, name, reason)
+                diagnostic = Diagnostic(name, "desired", "write", name, reason[:500], Quality.BAD)
+                self._submit(
+                    [
+                        Message.event(
+                            dev.model_ref,
+                            dev.config.id,
+                            DIAGNOSTIC_EVENT,
+                            diagnostic.params(),
+                            ts_ms=int(time.time() * 1000),
+                        )
+                    ]
+                )
+                continue
+            del dev.desired[name]
 
     async def handle_command(self, command: common_pb2.Command) -> edge_sync_pb2.CommandResult:
         """The uplink's ``on_command``: set properties or call a service on the device."""

@@ -3,7 +3,9 @@
 Protocol (``cloud_registry/api/v1/edge_sync.proto``), one *session* per stream:
 
 1. Open ``EdgeSync.Sync`` with metadata ``x-edge-id`` over the given channel credentials
-   (insecure when None), send Hello (agent/config version, the inventory) and read Welcome.
+   (insecure when None; a callable is called for each session, so renewed certificates are
+   used from the next session on, and :meth:`Uplink.reconnect` starts one now), send Hello
+   (agent/config version, the inventory) and read Welcome.
 2. :meth:`Outbox.raise_sequence_floor` with ``Welcome.last_sequence`` (a recreated outbox never
    reuses a sequence the registry has seen), then resend :meth:`Outbox.pending_batches` with
    their SAME sequence numbers (the registry acknowledges one stored before as a duplicate).
@@ -11,8 +13,10 @@ Protocol (``cloud_registry/api/v1/edge_sync.proto``), one *session* per stream:
    :class:`~edge_agent.outbox_policy.ReplayPacer` (the backlog), each given a durable sequence
    with :meth:`Outbox.assign_sequence` *before* it is sent; at most
    ``min(Welcome.max_in_flight, max_in_flight)`` batches unacknowledged.
-4. ``BatchAck`` -> :meth:`Outbox.ack_sequence` (the rows are deleted). Commands go to
-   ``on_command`` and its CommandResult is sent back; desired changes to ``on_desired``; config
+4. ``BatchAck`` -> :meth:`Outbox.ack_sequence` (the rows are deleted). Commands pass the
+   ``command_guard`` (signed envelope verified; a refused one is answered REJECTED with the
+   reason, counted in ``commands_refused``), then go to ``on_command`` and its CommandResult
+   is sent back; desired changes to ``on_desired``; config
    updates to ``on_config``.
 
 On any stream error the session ends, and after a backoff (exponential, jittered) a new one
@@ -43,9 +47,9 @@ import grpc
 from grpc import aio
 
 from cloud_registry.api.v1 import common_pb2, edge_sync_pb2, edge_sync_pb2_grpc
+from edge_agent.command_guard import CommandGuard, CommandRefused
 from edge_agent.outbox import Outbox, OutboxBatch, StaleBatchError
 from edge_agent.outbox_policy import ReplayPacer
-from thing_models.messages import to_protobuf
 
 __all__ = [
     "CommandHandler",
@@ -98,6 +102,7 @@ class UplinkStats:
     backlog_rows: int | None  # rows in the outbox (refreshed about once a second)
     lag_s: float | None  # age of the oldest row in the outbox (None: empty)
     last_error: str
+    commands_refused: int = 0  # refused by the command guard (bad, replayed, unsigned ...)
 
 
 @dataclass
@@ -113,6 +118,7 @@ class _Counters:
     duplicates: int = 0
     rejected: int = 0
     commands: int = 0
+    commands_refused: int = 0
     last_ack_ms: int | None = None
     last_ack_latency_ms: float | None = None
     backlog_rows: int | None = None
@@ -159,7 +165,8 @@ class Uplink:
         on_command: CommandHandler,
         on_desired: DesiredHandler | None = None,
         on_config: ConfigHandler | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials] | None = None,
+        command_guard: CommandGuard | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
         max_batch_messages: int = 500,
         max_batch_bytes: int = 1 << 20,
@@ -192,6 +199,7 @@ class Uplink:
         self._on_desired = on_desired
         self._on_config = on_config
         self._credentials = credentials
+        self._command_guard = command_guard
         self._channel_options = tuple(_CHANNEL_OPTIONS) + tuple(channel_options)
         self.max_batch_messages = max_batch_messages
         self.max_batch_bytes = max_batch_bytes
@@ -210,6 +218,7 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
+        self._reconnect: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._stats_refreshed = 0.0
@@ -240,12 +249,18 @@ class Uplink:
             backlog_rows=c.backlog_rows,
             lag_s=c.lag_s,
             last_error=c.last_error,
+            commands_refused=c.commands_refused,
         )
 
     def stop(self) -> None:
         """Ask :meth:`run` to end (unacknowledged batches are resent by the next run)."""
         self._stop_requested.set()
         self._signal(lambda: self._stopping)
+
+    def reconnect(self) -> None:
+        """End the current session; the next one opens a new channel with the credentials
+        read again (after a certificate renewal). Any thread."""
+        self._signal(lambda: self._reconnect)
 
     def poke(self) -> None:
         """Wake the sender now (e.g. after an append), instead of at the next poll."""
@@ -283,6 +298,7 @@ class Uplink:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reconnect = asyncio.Event()
         if self._stop_requested.is_set():
             self._stopping.set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"uplink-{self.edge_id}")
@@ -326,12 +342,13 @@ class Uplink:
     async def _run_session(self) -> None:
         """One stream, until stop() (returns) or a stream error (raises)."""
         assert self._stopping is not None
-        if self._credentials is None:
+        credentials = self._credentials
+        if callable(credentials):  # re-read each session: renewed certificates take effect
+            credentials = credentials()
+        if credentials is None:
             channel = aio.insecure_channel(self.target, options=self._channel_options)
         else:
-            channel = aio.secure_channel(
-                self.target, self._credentials, options=self._channel_options
-            )
+            channel = aio.secure_channel(self.target, credentials, options=self._channel_options)
         call: Any = None
         try:
             stub = edge_sync_pb2_grpc.EdgeSyncStub(channel)  # type: ignore[no-untyped-call]
@@ -378,10 +395,13 @@ class Uplink:
 
     async def _supervise(self, session: _Session) -> None:
         assert self._stopping is not None
+        assert self._reconnect is not None
+        self._reconnect.clear()  # this session already uses the current credentials
         reader = asyncio.create_task(self._read(session))
         sender = asyncio.create_task(self._send_loop(session))
         stopper = asyncio.create_task(self._stopping.wait())
-        tasks: list[asyncio.Task[Any]] = [reader, sender, stopper]
+        renewed = asyncio.create_task(self._reconnect.wait())
+        tasks: list[asyncio.Task[Any]] = [reader, sender, stopper, renewed]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -392,6 +412,8 @@ class Uplink:
                     await task
         if stopper in done:
             return
+        if renewed in done:
+            raise _SessionEnded("reconnecting with new credentials")
         for task in (reader, sender):
             if task in done and not task.cancelled():
                 exc = task.exception()
@@ -448,9 +470,9 @@ class Uplink:
         """Worker thread: the pending batches as messages; empty ones (every row quarantined)
         are acknowledged locally."""
         out: list[_Prepared] = []
-        for batch in self.outbox.pending_batches():
+        for batch in self.outbox.pending_batches(protobuf=True):
             assert batch.sequence is not None
-            if not batch.messages:
+            if not batch.protos:
                 self.outbox.ack_sequence(batch.sequence)
                 continue
             out.append(self._prepared(batch, batch.sequence))
@@ -458,11 +480,9 @@ class Uplink:
 
     def _prepared(self, batch: OutboxBatch, sequence: int) -> _Prepared:
         message = edge_sync_pb2.EdgeMessage(
-            batch=edge_sync_pb2.TelemetryBatch(
-                sequence=sequence, messages=[to_protobuf(m) for m in batch.messages]
-            )
+            batch=edge_sync_pb2.TelemetryBatch(sequence=sequence, messages=batch.protos)
         )
-        return _Prepared(sequence, len(batch.messages), message)
+        return _Prepared(sequence, len(batch.protos), message)
 
     def _take(self, room: int, batch_max: int) -> tuple[list[_Prepared], float]:
         """Worker thread: up to ``room`` batches (a live one, then a paced backlog one), each
@@ -474,17 +494,20 @@ class Uplink:
             try:
                 if room - len(out) > 0:
                     live = outbox.live_batch(
-                        batch_max, self.max_batch_bytes, window_s=self.live_window_s
+                        batch_max,
+                        self.max_batch_bytes,
+                        window_s=self.live_window_s,
+                        protobuf=True,
                     )
                     if live is not None:
                         out.append(self._prepared(live, outbox.assign_sequence(live)))
                 if room - len(out) > 0:
                     tokens = min(self._pacer.available(), batch_max)
                     if tokens > 0:
-                        backlog = outbox.next_batch(tokens, self.max_batch_bytes)
+                        backlog = outbox.next_batch(tokens, self.max_batch_bytes, protobuf=True)
                         if backlog is not None:
                             seq = outbox.assign_sequence(backlog)
-                            self._pacer.consume(len(backlog.messages))
+                            self._pacer.consume(backlog.count)
                             out.append(self._prepared(backlog, seq))
                     else:
                         delay = self._pacer.delay_s(1)
@@ -560,11 +583,19 @@ class Uplink:
 
     async def _run_command(self, session: _Session, command: common_pb2.Command) -> None:
         try:
+            if self._command_guard is not None:
+                # the command as signed, or CommandRefused
+                command = self._command_guard.check(command)
             result = await self._on_command(command)
             if not result.command_id:
                 result = _copy_with_id(result, command.id)
         except asyncio.CancelledError:
             raise
+        except CommandRefused as exc:  # logged by the guard
+            self._counters.commands_refused += 1
+            result = edge_sync_pb2.CommandResult(
+                command_id=command.id, status=common_pb2.COMMAND_STATUS_REJECTED, error=str(exc)
+            )
         except Exception as exc:
             _log.exception("uplink %s: command %s failed", self.edge_id, command.id)
             result = edge_sync_pb2.CommandResult(

@@ -55,25 +55,32 @@ PY
 step "The canonical message envelope (JSON Schema excerpt)"
 thing-model schema | head -n 15
 
-step "Start a local registry (SQLite) and publish the example models to it"
-cloud-registry serve --listen 127.0.0.1:0 --db "sqlite:///$out/registry.db" 2>"$out/registry.log" &
+step "Start a local registry (SQLite, TLS with a CA of its own) and publish the example models to it"
+cloud-registry ca init --dir "$out/ca"
+cloud-registry ca server-cert --dir "$out/ca" --host 127.0.0.1
+# A vendor's API key (stored hashed; shown once) for publishing over one-way TLS.
+key=$(cloud-registry apikeys add demo-vendor --site demo --scope admin,read-models \
+    --db "sqlite:///$out/registry.db" | tail -n 1)
+cloud-registry serve --listen 127.0.0.1:0 --enroll-listen 127.0.0.1:0 --ca-dir "$out/ca" \
+    --db "sqlite:///$out/registry.db" 2>"$out/registry.log" &
 pids+=($!)
 for _ in $(seq 100); do
-    addr=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$out/registry.log" | head -n 1)
+    addr=$(sed -n 's/.*one-way TLS) listening on \([0-9.]*:[0-9]*\).*/\1/p' "$out/registry.log" | head -n 1)
     [ -n "$addr" ] && break
     sleep 0.1
 done
 [ -n "$addr" ] || { cat "$out/registry.log"; exit 1; }
-echo "registry listening on $addr"
+echo "registry: mTLS for edges and integrators, one-way TLS + API keys on $addr"
+tls=(--registry "$addr" --tls-ca "$out/ca/root.pem" --api-key "$key")
 # device-health first: other models include it as a component
-thing-model publish examples/models/device-health.yaml --registry "$addr"
+thing-model publish examples/models/device-health.yaml "${tls[@]}"
 for f in examples/models/*.yaml; do
-    [ "$f" = examples/models/device-health.yaml ] || thing-model publish "$f" --registry "$addr"
+    [ "$f" = examples/models/device-health.yaml ] || thing-model publish "$f" "${tls[@]}"
 done
-cloud-registry --registry "$addr" models list
+cloud-registry "${tls[@]}" models list
 
 step "A version bump smaller than the changes require is refused by the registry"
-thing-model publish examples/versions/energy-meter-3p-1.1.0.yaml --registry "$addr" \
+thing-model publish examples/versions/energy-meter-3p-1.1.0.yaml "${tls[@]}" \
     || echo "(exit code $?: refused, as it should be)"
 
 step "A simulated Modbus meter (edge-agent simulate modbus), read once by the Modbus driver"

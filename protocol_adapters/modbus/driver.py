@@ -39,6 +39,7 @@ or a timeout (the peer may still be there); ``offline`` after a connection error
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -61,7 +62,7 @@ from protocol_adapters.modbus.planner import ReadRequest, decode_response, plan_
 from thing_models.messages import Quality
 from thing_models.model import ModbusBinding, ThingModel
 
-__all__ = ["DiagnosticState", "LinkState", "ModbusDriver"]
+__all__ = ["CompiledBinding", "DiagnosticState", "LinkState", "ModbusDriver"]
 
 _T = TypeVar("_T")
 
@@ -69,6 +70,41 @@ _T = TypeVar("_T")
 class _Plan(NamedTuple):
     requests: list[ReadRequest]
     codecs: list[PointCodec]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledBinding:
+    """A binding's codecs, service writes and read plans, compiled once and shared by every
+    driver of the same model and binding (read-only after construction, but for the cache
+    of read plans per set of properties, which any of them may fill)."""
+
+    binding: ModbusBinding
+    codecs: tuple[PointCodec, ...]
+    by_name: dict[str, PointCodec]
+    services: dict[str, tuple[ServiceWriteCodec, ...]]
+    requests: list[ReadRequest]
+    pollable: frozenset[str]
+    plans: dict[frozenset[str], _Plan]
+
+    @classmethod
+    def of(cls, binding: ModbusBinding, model: ThingModel | None = None) -> CompiledBinding:
+        codecs = compile_binding(binding, model)
+        services: dict[str, tuple[ServiceWriteCodec, ...]] = {}
+        for write in binding.services:
+            codec = compile_service_write(write, binding)
+            services[write.service] = (*services.get(write.service, ()), codec)
+        requests = plan_reads(codecs, binding)
+        by_name = {codec.name: codec for codec in codecs}
+        pollable = frozenset(by_name)
+        return cls(
+            binding,
+            codecs,
+            by_name,
+            services,
+            requests,
+            pollable,
+            {pollable: _Plan(requests, list(codecs))},
+        )
 
 
 class ModbusDriver:
@@ -97,10 +133,13 @@ class ModbusDriver:
         model: ThingModel | None = None,
         *,
         offline_after: int = 3,
+        compiled: CompiledBinding | None = None,
     ) -> ModbusDriver:
-        """A device on ``line``, which it shares with the other drivers given the same line."""
+        """A device on ``line``, which it shares with the other drivers given the same line.
+        ``compiled``: the binding compiled once for every device of the same model and
+        binding (:meth:`CompiledBinding.of`), so a thousand meters share one set of codecs."""
         driver = cls.__new__(cls)
-        driver._setup(line, binding, model, offline_after)
+        driver._setup(line, binding, model, offline_after, compiled)
         return driver
 
     def _setup(
@@ -109,22 +148,22 @@ class ModbusDriver:
         binding: ModbusBinding,
         model: ThingModel | None,
         offline_after: int,
+        compiled: CompiledBinding | None = None,
     ) -> None:
         self.line = line
         self.binding = binding
         self.offline_after = max(1, offline_after)
-        self.codecs: tuple[PointCodec, ...] = compile_binding(binding, model)
-        self._by_name = {codec.name: codec for codec in self.codecs}
-        self.services: dict[str, tuple[ServiceWriteCodec, ...]] = {}
-        for write in binding.services:
-            codec = compile_service_write(write, binding)
-            self.services[write.service] = (*self.services.get(write.service, ()), codec)
-        self.requests: list[ReadRequest] = plan_reads(self.codecs, binding)
+        if compiled is None:
+            compiled = CompiledBinding.of(binding, model)
+        elif compiled.binding != binding:
+            raise ModbusConfigError("the compiled binding is not this device's binding")
+        self.codecs: tuple[PointCodec, ...] = compiled.codecs
+        self._by_name = compiled.by_name
+        self.services: dict[str, tuple[ServiceWriteCodec, ...]] = compiled.services
+        self.requests: list[ReadRequest] = compiled.requests
         self.diagnostics = DiagnosticState()
-        self._pollable = frozenset(self._by_name)
-        self._plans: dict[frozenset[str], _Plan] = {
-            self._pollable: _Plan(self.requests, list(self.codecs))
-        }
+        self._pollable = compiled.pollable
+        self._plans = compiled.plans
         self._lock = line.lock
         self._attached = False
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.api.v1 import common_pb2
+from cloud_registry.api.v1 import common_pb2, edge_sync_pb2
 from edge_agent import supervisor
 from edge_agent.config import DeviceConfig, EdgeConfig, load_edge_config
 from edge_agent.errors import AgentCommandError
@@ -114,6 +114,13 @@ def with_fake(
     return made
 
 
+def charger_driver(device: DeviceConfig) -> FakeDriver:
+    """A fake driver polling every Modbus point of the charger, with plausible values."""
+    driver = FakeDriver([p.property for p in device.bindings().modbus.points])  # type: ignore[union-attr]
+    driver.values = charger_values()
+    return driver
+
+
 def charger_values() -> dict[str, Any]:
     return {
         "status": "Charging",
@@ -187,12 +194,7 @@ async def _test_fast_groups_are_read_more_often_than_slow_ones(
 """,
     )
 
-    def make(device: DeviceConfig) -> FakeDriver:
-        driver = FakeDriver([p.property for p in device.bindings().modbus.points])  # type: ignore[union-attr]
-        driver.values = charger_values()
-        return driver
-
-    made = with_fake(monkeypatch, make)
+    made = with_fake(monkeypatch, charger_driver)
     agent = EdgeAgent(config)
     task = asyncio.create_task(agent.run())
     await until(lambda: bool(made) and len(made[0].reads) >= 30)
@@ -275,12 +277,7 @@ async def _test_read_write_invoke_check_the_model_first(
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 1h\n")
 
-    def make(device: DeviceConfig) -> FakeDriver:
-        driver = FakeDriver([p.property for p in device.bindings().modbus.points])  # type: ignore[union-attr]
-        driver.values = charger_values()
-        return driver
-
-    made = with_fake(monkeypatch, make)
+    made = with_fake(monkeypatch, charger_driver)
     agent = EdgeAgent(config)
     task = asyncio.create_task(agent.run())
     try:
@@ -324,12 +321,7 @@ async def _test_registry_commands_report_each_failure(
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 1h\n")
 
-    def make(device: DeviceConfig) -> FakeDriver:
-        driver = FakeDriver([p.property for p in device.bindings().modbus.points])  # type: ignore[union-attr]
-        driver.values = charger_values()
-        return driver
-
-    made = with_fake(monkeypatch, make)
+    made = with_fake(monkeypatch, charger_driver)
     agent = EdgeAgent(config)
     task = asyncio.create_task(agent.run())
     try:
@@ -402,5 +394,51 @@ def test_a_slow_subscriber_loses_messages_not_the_agent(
     asyncio.run(
         asyncio.wait_for(
             _test_a_slow_subscriber_loses_messages_not_the_agent(tmp_path, monkeypatch), 30
+        )
+    )
+
+
+async def _test_desired_state_is_written_once_and_refusals_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = charger_config(tmp_path, "    poll_interval: 50ms\n")
+
+    made = with_fake(monkeypatch, charger_driver)
+    agent = EdgeAgent(config)
+    task = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: bool(made) and len(made[0].reads) >= 1)
+        driver = made[0]
+        change = edge_sync_pb2.DesiredChange(device_id="charger-1", revision=5)
+        change.desired["current_limit"].CopyFrom(value_to_protobuf(12.0))
+        change.desired["phases"].CopyFrom(value_to_protobuf(3))  # already so: not written
+        change.desired["active_power"].CopyFrom(value_to_protobuf(1.0))  # read-only: refused
+        async with agent.subscribe() as live:
+            await agent.handle_desired(change)
+            await until(lambda: ("current_limit", 12.0) in driver.writes)
+            diagnostic = None
+            while diagnostic is None:
+                message = await asyncio.wait_for(anext(live), 5)
+                if message.name == DIAGNOSTIC_EVENT:
+                    diagnostic = message
+        assert diagnostic.params["property"] == "active_power"
+        assert diagnostic.params["source"] == "desired"
+        assert "read-only" in str(diagnostic.params["message"])
+        await agent.handle_desired(change)  # the same revision again (a reconnect): ignored
+        await agent.handle_desired(edge_sync_pb2.DesiredChange(device_id="ghost", revision=1))
+        await asyncio.sleep(0.2)
+        assert driver.writes == [("current_limit", 12.0)]
+    finally:
+        agent.stop()
+        await task
+
+
+def test_desired_state_is_written_once_and_refusals_are_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(
+        asyncio.wait_for(
+            _test_desired_state_is_written_once_and_refusals_are_reported(tmp_path, monkeypatch),
+            30,
         )
     )
