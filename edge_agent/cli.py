@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
+from edge_agent.secret_store import add_secret_commands, run_secret_command
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ThingModelError
 from thing_models.model import ThingModel
@@ -57,7 +58,9 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
-        description="The community edge agent. Available now: run, enroll, demo, simulate.",
+        description="The community edge agent: enroll it, run it, talk to a running one (status, "
+        "devices, read, write, invoke, tail, drain over its admin socket), simulate or discover "
+        "devices, or run the demo.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     modbus.add_argument("--seed", type=int, default=0, help="random seed of the values")
     add_admin_commands(sub)
+    add_secret_commands(sub)
     discover = sub.add_parser("discover", help="find devices on a network and draft their models")
     discover_protocols = discover.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
     for name in _OTHER_PROTOCOLS:
@@ -162,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ADMIN_COMMANDS:
         return run_admin_command(args)
+    if args.command == "secret":
+        return run_secret_command(args)
     if args.command == "run":
         return _run(args)
     if args.command == "demo":

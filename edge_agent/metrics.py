@@ -106,6 +106,11 @@ class _StatusCollector(Collector):
             ("duplicates", "acks marked duplicate", uplink.duplicates),
             ("reconnects", "sessions ended by an error", uplink.reconnects),
             ("commands", "commands received", uplink.commands),
+            (
+                "commands_refused",
+                "commands refused by the signature check",
+                uplink.commands_refused,
+            ),
         ):
             counter = CounterMetricFamily(f"edge_agent_uplink_{name}", doc)
             counter.add_metric([], value)

@@ -91,6 +91,7 @@ def agent_status(rows: int = 12) -> AgentStatus:
             backlog_rows=rows,
             lag_s=2.5 if rows else None,
             last_error="",
+            commands_refused=2,
         ),
         queued=3,
         tail_dropped=4,

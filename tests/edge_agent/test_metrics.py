@@ -83,6 +83,7 @@ def test_a_scrape_reports_status_and_poll_observations() -> None:
     assert value("edge_agent_uplink_connected") == 1
     assert value("edge_agent_uplink_lag_seconds") == 2.5
     assert value("edge_agent_uplink_batches_acked_total") == 9
+    assert value("edge_agent_uplink_commands_refused_total") == 2
     assert value("edge_agent_uplink_ack_latency_seconds") == 0.004
 
 
