@@ -2,9 +2,10 @@
 
 The file names the registry the agent connects to, the edge's identity, where it keeps its
 outbox, its ``security`` section (:class:`SecurityConfig`: the identity folder that
-``edge-agent enroll`` fills and the mTLS credentials come from, outbox encryption), the folder of
-model files, and the devices it talks to (id, model reference, protocol,
-connection, an optional per-device bindings override, poll and reconnect settings).
+``edge-agent enroll`` fills and the mTLS credentials come from, outbox encryption), the local
+MQTT stream (``local_mqtt``: :class:`LocalMqttConfig`), the folder of model files, and the
+devices it talks to (id, model reference, protocol, connection, an optional per-device bindings
+override, poll and reconnect settings).
 
 :func:`load_edge_config` reads it with :func:`thing_models.yaml_source.parse_yaml` (same dialect
 and hostile-input limits as model files) and a
@@ -53,6 +54,7 @@ __all__ = [
     "Backoff",
     "DeviceConfig",
     "EdgeConfig",
+    "LocalMqttConfig",
     "ModbusFramer",
     "ModbusSerialConnection",
     "ModbusTcpConnection",
@@ -92,11 +94,26 @@ _TOP_KEYS = (
     "admin_socket",
     "metrics",
     "security",
+    "local_mqtt",
     "devices",
 )
 _REGISTRY_KEYS = ("address", "insecure", "ca", "cert", "key")
 _STORAGE_KEYS = ("outbox", "max_bytes", "max_age")
 _SECURITY_KEYS = ("identity_dir", "encrypt_outbox", "key_file")
+_LOCAL_MQTT_KEYS = (
+    "broker",
+    "home_assistant",
+    "prefix",
+    "discovery_prefix",
+    "client_id",
+    "username",
+    "password",
+    "qos",
+    "queue",
+)
+#: topic prefixes: levels without wildcards, not empty, no leading or trailing ``/``
+_TOPIC_PREFIX_RE = re.compile(r"^[^/+#\x00\s](?:[^+#\x00\s]{0,126}[^/+#\x00\s])?\Z")
+_MQTT_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}\Z")
 _DEVICE_KEYS = ("id", "model", "protocol", "connection", "bindings", "poll_interval", "reconnect")
 _TCP_KEYS = ("transport", "host", "port", "unit_id", "framer", "timeout")
 _SERIAL_KEYS = (
@@ -182,6 +199,23 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalMqttConfig:
+    """The local MQTT stream (:class:`edge_agent.local_publish.LocalPublisher`): every message
+    the agent produces, and Home Assistant discovery configs, on a broker of the site."""
+
+    host: str
+    port: int = 1883
+    home_assistant: bool = True
+    prefix: str = "community"
+    discovery_prefix: str = "homeassistant"
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    qos: int = 0
+    queue: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class ModbusTcpConnection:
     host: str
     port: int = 502
@@ -249,6 +283,8 @@ class EdgeConfig:
     source: str = ""
     #: None only for configurations built in code; a loaded file always has one.
     security: SecurityConfig | None = None
+    #: the local MQTT stream; None when not configured
+    local_mqtt: LocalMqttConfig | None = None
 
 
 def _apply_override(base: Bindings, override: Bindings | None) -> Bindings:
@@ -369,6 +405,7 @@ class _ConfigParser:
         admin_socket = self._path(root, "admin_socket", (), "edge-agent.sock")
         metrics = self._address(root, "metrics", ()) or None
         security = self._security(root.get("security"), ("security",))
+        local_mqtt = self._local_mqtt(root.get("local_mqtt"), ("local_mqtt",))
         models = self._models(models_dir, root)
         devices = r.items(
             root.get("devices"),
@@ -386,6 +423,7 @@ class _ConfigParser:
             metrics=metrics,
             devices=devices,
             security=security,
+            local_mqtt=local_mqtt,
         )
 
     def _registry(self, value: Any, path: Path) -> RegistryConfig | None:
@@ -430,6 +468,75 @@ class _ConfigParser:
             encrypt_outbox=r.boolean(obj, "encrypt_outbox", path, True),
             key_file=self._path(obj, "key_file", path) if "key_file" in obj else None,
         )
+
+    def _local_mqtt(self, value: Any, path: Path) -> LocalMqttConfig | None:
+        r = self.r
+        if value is None:
+            return None
+        obj = r.mapping(value, path, "a mapping with broker, home_assistant, prefix, ...")
+        if obj is None:
+            return None
+        r.check_keys(obj, path, _LOCAL_MQTT_KEYS, required=("broker",))
+        broker = self._broker(obj, path)
+        topic = "topic levels without + # or spaces, not starting or ending with /"
+        prefix = r.string(
+            obj, "prefix", path, "community", pattern=_TOPIC_PREFIX_RE, expected=topic
+        )
+        discovery = r.string(
+            obj, "discovery_prefix", path, "homeassistant", pattern=_TOPIC_PREFIX_RE, expected=topic
+        )
+        client_id = r.string(
+            obj,
+            "client_id",
+            path,
+            pattern=_MQTT_CLIENT_ID_RE,
+            expected="1 to 128 letters, digits, '_', '.', ':', '-'",
+        )
+        username = r.string(obj, "username", path, max_length=256)
+        password = r.string(obj, "password", path, max_length=256)
+        if "password" in obj and not username:
+            r.error(
+                (*path, "password"),
+                "a password needs a username (MQTT 3.1.1)",
+                expected="username and password together",
+                at_key=True,
+            )
+        qos = r.integer(obj, "qos", path, 0, minimum=0, maximum=2)
+        queue = r.integer(obj, "queue", path, 10_000, minimum=1, maximum=10_000_000)
+        if broker is None:
+            return None
+        return LocalMqttConfig(
+            host=broker[0],
+            port=broker[1],
+            home_assistant=r.boolean(obj, "home_assistant", path, True),
+            prefix=prefix,
+            discovery_prefix=discovery,
+            client_id=client_id or None,
+            username=username or None,
+            password=password or None,
+            qos=qos if qos is not None else 0,
+            queue=queue or 10_000,
+        )
+
+    def _broker(self, obj: Mapping[Any, Any], path: Path) -> tuple[str, int] | None:
+        """``broker: host[:port]`` (``[v6]:port``; port 1883 by default)."""
+        from edge_agent.protocols.mqtt import parse_host_port  # it imports this module
+
+        expected = "host:port, e.g. 127.0.0.1:1883 or [::1]:1883 (port 1883 by default)"
+        text = self.r.string(obj, "broker", path, expected=expected)
+        if not text:
+            if obj.get("broker") == "":
+                self.r.error((*path, "broker"), "broker must not be empty", "", expected)
+            return None
+        try:
+            host, port = parse_host_port(text)
+        except ValueError as exc:
+            self.r.error((*path, "broker"), f"invalid broker: {exc}", text, expected)
+            return None
+        if not _valid_host(host):
+            self.r.error((*path, "broker"), "invalid host in broker", text, expected)
+            return None
+        return host, port
 
     def _storage(self, value: Any, path: Path) -> StorageConfig:
         r = self.r

@@ -26,7 +26,10 @@ everything queued, from all devices, in one outbox transaction (on a worker thre
 the :class:`~edge_agent.uplink.Uplink`. A device task waits only when the queue is above its
 high-water mark. When a read finds the device gone (driver not connected) the task goes back to
 reconnecting. An exception in one device's task is caught, logged and recorded in its status;
-the task backs off and starts over, and the other devices are not disturbed.
+the task backs off and starts over, and the other devices are not disturbed. With
+``local_mqtt`` configured, every message also goes to a
+:class:`~edge_agent.local_publish.LocalPublisher` (the local stream with Home Assistant
+discovery: best effort, it never makes a device wait).
 
 Commands from the registry: ``set_properties`` writes each parameter (the property must exist
 and be writable, the value must be valid for the model); ``invoke_service`` calls the driver's
@@ -61,6 +64,7 @@ from edge_agent.drivers import Shared, binding_points, make_driver
 from edge_agent.enrollment import renewer_for
 from edge_agent.errors import AgentCommandError, UnsupportedDevice
 from edge_agent.identity_store import IdentityError, identity_store_for
+from edge_agent.local_publish import LocalPublisher
 from edge_agent.metrics import AgentMetrics, MetricsEndpoint
 from edge_agent.outbox import Outbox, OutboxStats
 from edge_agent.reporting import (
@@ -70,6 +74,8 @@ from edge_agent.reporting import (
     ReportFilter,
     policies_for_points,
 )
+from edge_agent.secret_store import SHARED_KEY as SECRETS
+from edge_agent.secret_store import SecretStore
 from edge_agent.uplink import InventoryItem, Uplink, UplinkStats
 from protocol_adapters.base import DeviceDriver, DiagnosticState, LinkError, Reading, Update
 from security.at_rest import AesGcmCodec, FileKeyProvider
@@ -82,6 +88,7 @@ __all__ = [
     "AgentStatus",
     "DeviceStatus",
     "EdgeAgent",
+    "LocalStreamStatus",
     "PollObserver",
     "poll_groups_of",
     "poll_interval_of",
@@ -115,6 +122,17 @@ class DeviceStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalStreamStatus:
+    """The local MQTT stream (``local_mqtt``): best effort, so losses are counted, not kept."""
+
+    broker: str
+    connected: bool
+    published: int
+    dropped: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
     edge_id: str
     running: bool
@@ -124,6 +142,7 @@ class AgentStatus:
     #: messages queued for the outbox, and live messages dropped for slow ``tail`` subscribers
     queued: int = 0
     tail_dropped: int = 0
+    local_stream: LocalStreamStatus | None = None
 
 
 class PollObserver(Protocol):
@@ -251,6 +270,7 @@ class EdgeAgent:
         self._subscribers: set[_Subscriber] = set()
         self._tail_dropped = 0
         self._closing = False
+        self._local: LocalPublisher | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -308,6 +328,7 @@ class EdgeAgent:
             uplink=self._uplink.stats if self._uplink is not None else None,
             queued=len(self._queue),
             tail_dropped=self._tail_dropped,
+            local_stream=self._local_stream_status(),
         )
 
     # ------------------------------------------------------------------ main
@@ -361,6 +382,9 @@ class EdgeAgent:
             **self._uplink_options,
         )
         self._uplink = uplink
+        self._local = self._local_publisher()
+        if self._local is not None:
+            await self._local.start()
         self._running = True
         _log.info(
             "edge %s: %d devices, outbox %s, registry %s",
@@ -369,6 +393,15 @@ class EdgeAgent:
             storage.outbox,
             self.config.registry.address,
         )
+        store = SecretStore.for_config(self.config)  # passwords named {secret: NAME}
+        if store is not None:
+            self._shared[SECRETS] = store
+        for dev in self._devices.values():
+            self._prepare(dev)
+        # Drivers, codecs and validators live as long as the agent: keep them out of the
+        # cyclic collector's way (full collections over them cost more than the polling).
+        gc.collect()
+        gc.freeze()
         uplink_task = asyncio.create_task(self._run_uplink(uplink), name="uplink")
         renewer = renewer_for(self.config, on_renewed=lambda _: uplink.reconnect())
         renewal = asyncio.create_task(renewer.run(), name="renewal") if renewer else None
@@ -396,6 +429,10 @@ class EdgeAgent:
             self._queued.set()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await appender
+            local, self._local = self._local, None
+            if local is not None:
+                with contextlib.suppress(Exception):
+                    await local.stop()
             if renewal is not None:
                 renewal.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -411,6 +448,42 @@ class EdgeAgent:
                     await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
                 self._loop = None
                 gc.unfreeze()
+
+    def _local_publisher(self) -> LocalPublisher | None:
+        """The ``local_mqtt`` stream's publisher (every device with its model), or None."""
+        local = self.config.local_mqtt
+        if local is None:
+            return None
+        return LocalPublisher(
+            local.host,
+            local.port,
+            self.config.edge_id,
+            {
+                device_id: dev.config.thing_model
+                for device_id, dev in self._devices.items()
+                if dev.config.thing_model is not None
+            },
+            prefix=local.prefix,
+            home_assistant=local.home_assistant,
+            discovery_prefix=local.discovery_prefix,
+            queue_size=local.queue,
+            qos=local.qos,
+            client_id=local.client_id,
+            username=local.username,
+            password=local.password,
+        )
+
+    def _local_stream_status(self) -> LocalStreamStatus | None:
+        local = self._local
+        if local is None:
+            return None
+        return LocalStreamStatus(
+            broker=f"{local.host}:{local.port}",
+            connected=local.connected,
+            published=local.published,
+            dropped=local.dropped,
+            last_error=local.last_error,
+        )
 
     def _open_outbox(self) -> Outbox:
         """The outbox (AES-GCM payloads when ``security.encrypt_outbox``). First the edge's
@@ -508,6 +581,8 @@ class EdgeAgent:
             self._queued.set()
         if len(self._queue) >= _QUEUE_HIGH_WATER and self._room is not None:
             self._room.clear()
+        if self._local is not None:
+            self._local.publish(messages)
         for subscriber in self._subscribers:
             for message in messages:
                 try:

@@ -7,6 +7,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 export PATH="$PWD/.venv/bin:$PATH"
+# The demo's MQTT device and the agent's local MQTT stream need a mosquitto broker (the demo
+# starts its own on 127.0.0.1); without it the demo runs on and says what it skipped.
+if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    echo "demo.sh: installing the Debian package mosquitto (the demo's MQTT broker)" >&2
+    sudo_cmd=()
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+        sudo_cmd=(sudo)
+    fi
+    { "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends mosquitto >/dev/null; } \
+        || echo "demo.sh: could not install mosquitto; the demo skips its MQTT parts" >&2
+fi
 out=$(mktemp -d)
 pids=()
 cleanup() {
@@ -106,7 +119,7 @@ async def read() -> None:
 asyncio.run(read())
 PY
 
-step "The full loop: edge-agent demo (registry, simulated devices, agent; Ctrl-C stops it)"
+step "The full loop: edge-agent demo (registry; Modbus, BACnet, MQTT and CoAP devices; agent; local MQTT stream; Ctrl-C stops it)"
 # DEMO_DURATION=SECONDS ends it by itself (scripts, CI); by default it runs until Ctrl-C.
 if [ -n "${DEMO_DURATION:-}" ]; then
     edge-agent demo --duration "$DEMO_DURATION"

@@ -9,10 +9,12 @@ import pytest
 from edge_agent.config import (
     Backoff,
     EdgeConfig,
+    LocalMqttConfig,
     ModbusFramer,
     ModbusSerialConnection,
     ModbusTcpConnection,
     Parity,
+    SecurityConfig,
     load_edge_config,
 )
 from thing_models.errors import HostileInputError, ModelLoadError
@@ -47,14 +49,26 @@ def test_example_loads() -> None:
     assert isinstance(config, EdgeConfig)
     assert config.edge_id == "building-a-gw1"
     assert config.registry.address == "registry.example.org:7443"
-    assert config.registry.cert == REPO / "examples" / "edge" / "certs" / "edge.pem"
+    assert config.registry.ca == REPO / "examples" / "edge" / "certs" / "ca.pem"
+    assert config.registry.cert is None  # mTLS credentials come from the identity folder
+    assert config.security == SecurityConfig(Path("/var/lib/edge-agent/identity"), True)
+    assert config.local_mqtt == LocalMqttConfig("127.0.0.1", 1883)
     assert config.storage.max_bytes == 512 * 1024**2
     assert config.storage.max_age_s == 7 * 24 * 3600
     assert config.models_dir.resolve() == MODELS
     assert config.metrics == "127.0.0.1:9108"
     ids = [d.id for d in config.devices]
-    assert ids == ["meter-main", "water-main", "water-carpark", "charger-p1"]
-    meter, water, carpark, charger = config.devices
+    assert ids == [
+        "meter-main",
+        "water-main",
+        "water-carpark",
+        "charger-p1",
+        "ahu-1",
+        "door-entrance-a",
+        "bay-p1-017",
+    ]
+    meter, water, carpark, charger, *others = config.devices
+    assert [d.protocol.value for d in others] == ["bacnet", "mqtt", "coap"]
     assert meter.connection == ModbusTcpConnection("10.20.0.21", 502, 1, ModbusFramer.SOCKET, 2.0)
     assert isinstance(water.connection, ModbusTcpConnection)
     assert water.connection.framer is ModbusFramer.RTU

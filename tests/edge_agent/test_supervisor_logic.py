@@ -5,6 +5,7 @@ operations (read, write, invoke, subscribe) and registry commands."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -440,5 +441,38 @@ def test_desired_state_is_written_once_and_refusals_are_reported(
         asyncio.wait_for(
             _test_desired_state_is_written_once_and_refusals_are_reported(tmp_path, monkeypatch),
             30,
+        )
+    )
+
+
+async def _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Path) -> None:
+    config = charger_config(
+        tmp_path,
+        """  - id: charger-2
+    model: community.energy/ev-charger@1.0.0
+    protocol: modbus
+    connection: {transport: tcp, host: 127.0.0.1, port: 1503}
+""",
+    )
+    agent = EdgeAgent(config)
+    task = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: all(d.driver is not None for d in agent._devices.values()))
+        one, two = agent._devices["charger-1"], agent._devices["charger-2"]
+        assert one.driver is not two.driver
+        assert one.driver.codecs is two.driver.codecs  # type: ignore[union-attr]
+        assert one.validator is two.validator
+        assert one.builder is two.builder
+        assert gc.get_freeze_count() > 0  # long-lived objects kept out of the collector's way
+    finally:
+        agent.stop()
+        await task
+    assert gc.get_freeze_count() == 0
+
+
+def test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Path) -> None:
+    asyncio.run(
+        asyncio.wait_for(
+            _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path), 30
         )
     )
