@@ -21,7 +21,8 @@ of every point is reported. Reported:
 * ``outbox_backlog_grew``: whether the agent produced faster than the uplink stored.
 
 Prints one JSON line. Run: ``.venv/bin/python benchmarks/bench_edge_e2e.py`` (200 devices of 500
-points) or ``--devices 1000 --points 20`` for the memory figure.
+points polled every 0.8 s: 125 k values/s asked) or ``--devices 1000 --points 20 --poll-ms 1000``
+for the memory figure.
 """
 
 from __future__ import annotations
@@ -419,7 +420,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--points", type=int, default=500)
-    parser.add_argument("--poll-ms", type=int, default=1000)
+    # 0.8 s: 125 k values/s asked of the default 200 x 500 points, more than the 100 k target,
+    # so the figure shows what the path sustains rather than echo the configured rate
+    parser.add_argument("--poll-ms", type=int, default=800)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--raw-seconds", type=float, default=5.0)
