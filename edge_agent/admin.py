@@ -55,7 +55,8 @@ from edge_agent.errors import AgentError
 from thing_models.messages import Message, Quality, to_json_dict
 
 if TYPE_CHECKING:
-    from edge_agent.supervisor import AgentStatus, EdgeAgent
+    from edge_agent.status import AgentStatus
+    from edge_agent.supervisor import EdgeAgent
 
 __all__ = [
     "MAX_LINE",

@@ -70,7 +70,8 @@ from cloud_registry.storage.sqlite import SqliteStorage
 from edge_agent.config import load_edge_config
 from edge_agent.enrollment import enroll
 from edge_agent.identity_store import IdentityStore
-from edge_agent.supervisor import AgentStatus, EdgeAgent
+from edge_agent.status import AgentStatus
+from edge_agent.supervisor import EdgeAgent
 from protocol_adapters.bacnet import simulator as bacnet_simulator
 from protocol_adapters.coap.simulator import CoapSimulator
 from protocol_adapters.modbus.simulator import ModbusSimulator

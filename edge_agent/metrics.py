@@ -30,7 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from edge_agent.supervisor import AgentStatus, EdgeAgent, PollObserver
+    from edge_agent.status import AgentStatus
+    from edge_agent.supervisor import EdgeAgent, PollObserver
 
 __all__ = ["AgentMetrics", "MetricsEndpoint", "MetricsError", "StatusSource", "parse_address"]
 

@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import grpc
 
@@ -60,23 +60,24 @@ from cloud_registry.api.v1 import common_pb2, edge_sync_pb2
 from edge_agent.admin import AdminServer
 from edge_agent.command_guard import guard_for
 from edge_agent.config import DeviceConfig, EdgeConfig
-from edge_agent.drivers import Shared, binding_points, make_driver
+from edge_agent.drivers import Shared, make_driver
 from edge_agent.enrollment import renewer_for
 from edge_agent.errors import AgentCommandError, UnsupportedDevice
 from edge_agent.identity_store import IdentityError, identity_store_for
 from edge_agent.local_publish import LocalPublisher
 from edge_agent.metrics import AgentMetrics, MetricsEndpoint
 from edge_agent.outbox import Outbox, OutboxStats
+from edge_agent.poll_groups import policies_of, poll_groups_of, poll_interval_of
 from edge_agent.reporting import (
     DIAGNOSTIC_EVENT,
     Diagnostic,
     ReportBuilder,
     ReportFilter,
-    policies_for_points,
 )
 from edge_agent.secret_store import SHARED_KEY as SECRETS
 from edge_agent.secret_store import SecretStore
-from edge_agent.uplink import InventoryItem, Uplink, UplinkStats
+from edge_agent.status import AgentStatus, DevicePhase, DeviceStatus, LocalStreamStatus
+from edge_agent.uplink import InventoryItem, Uplink
 from protocol_adapters.base import DeviceDriver, DiagnosticState, LinkError, Reading, Update
 from security.at_rest import AesGcmCodec, FileKeyProvider
 from security.errors import SecurityError
@@ -96,97 +97,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DevicePhase = Literal["starting", "connecting", "polling", "backoff", "unsupported", "stopped"]
-_DEFAULT_POLL_S = 10.0
-_MIN_POLL_S = 0.01
 #: queued messages above which device tasks wait for the appender
 _QUEUE_HIGH_WATER = 50_000
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceStatus:
-    """A snapshot of one device's task."""
-
-    device_id: str
-    model: str
-    protocol: str
-    endpoint: str
-    phase: DevicePhase
-    diagnostics: DiagnosticState
-    poll_interval_s: float
-    polls: int
-    messages: int
-    connect_attempts: int
-    task_errors: int
-    last_error: str
-
-
-@dataclass(frozen=True, slots=True)
-class LocalStreamStatus:
-    """The local MQTT stream (``local_mqtt``): best effort, so losses are counted, not kept."""
-
-    broker: str
-    connected: bool
-    published: int
-    dropped: int
-    last_error: str
-
-
-@dataclass(frozen=True, slots=True)
-class AgentStatus:
-    edge_id: str
-    running: bool
-    devices: dict[str, DeviceStatus]
-    outbox: OutboxStats | None
-    uplink: UplinkStats | None
-    #: messages queued for the outbox, and live messages dropped for slow ``tail`` subscribers
-    queued: int = 0
-    tail_dropped: int = 0
-    local_stream: LocalStreamStatus | None = None
 
 
 class PollObserver(Protocol):
     """Told about every poll (metrics): once per poll, never per value."""
 
     def observe_poll(self, device_id: str, seconds: float, values: int, bad: int) -> None: ...
-
-
-def _policies(device: DeviceConfig) -> dict[str, ReportPolicy]:
-    return policies_for_points(binding_points(device), device.bindings().reporting)
-
-
-def _default_interval(device: DeviceConfig) -> float:
-    return device.bindings().reporting.default.poll_interval_s or _DEFAULT_POLL_S
-
-
-def poll_groups_of(
-    device: DeviceConfig, pollable: frozenset[str]
-) -> list[tuple[float, frozenset[str]]]:
-    """``[(interval, properties)]``: the device's pollable points grouped by poll interval
-    (the device's ``poll_interval`` for all of them when set), fastest first."""
-    if not pollable:
-        return []
-    if device.poll_interval_s is not None:
-        return [(max(device.poll_interval_s, _MIN_POLL_S), pollable)]
-    policies = _policies(device)
-    default = _default_interval(device)
-    groups: dict[float, set[str]] = {}
-    for name in pollable:
-        policy = policies.get(name)
-        interval = policy.poll_interval_s if policy is not None else None
-        groups.setdefault(max(interval or default, _MIN_POLL_S), set()).add(name)
-    return [(interval, frozenset(names)) for interval, names in sorted(groups.items())]
-
-
-def poll_interval_of(device: DeviceConfig) -> float:
-    """The device's ``poll_interval``, else the fastest policy poll interval of its points,
-    else the reporting default's (10 s when none is set)."""
-    if device.poll_interval_s is not None:
-        return max(device.poll_interval_s, _MIN_POLL_S)
-    intervals = [p.poll_interval_s for p in _policies(device).values() if p.poll_interval_s]
-    if not intervals and device.bindings().reporting.default.poll_interval_s:
-        intervals = [_default_interval(device)]
-    return max(min(intervals), _MIN_POLL_S) if intervals else _DEFAULT_POLL_S
 
 
 def _agent_version() -> str:
@@ -678,7 +596,7 @@ class EdgeAgent:
             validator = compile_validator(model)
             compiled = self._builders[id(model)] = (validator, ReportBuilder(model.ref, validator))
         dev.validator, dev.builder = compiled
-        dev.policies = _policies(config)
+        dev.policies = policies_of(config)
         dev.groups = poll_groups_of(config, driver.pollable)
         driver.set_sink(lambda update: self._on_update(dev, update))
         dev.driver = driver
