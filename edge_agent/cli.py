@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from edge_agent.secret_store import add_secret_commands, run_secret_command
+from edge_agent.signals import wait_for_stop_signal
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ThingModelError
 from thing_models.model import ThingModel
@@ -227,12 +228,7 @@ async def _simulate_modbus(model: ThingModel, args: argparse.Namespace) -> int:
         )
         return 1
     print(f"simulating {model.ref} on {args.host}:{port} (Modbus TCP)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await simulator.stop()
     print("stopped", flush=True)
     return 0

@@ -19,11 +19,8 @@ aiocoap client context (``shared``).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import ipaddress
 import re
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +30,7 @@ from typing import Any
 
 from edge_agent.config import DeviceConfig, ProtocolConnection
 from edge_agent.errors import UnsupportedDevice
+from edge_agent.signals import wait_for_stop_signal
 from protocol_adapters.base import DeviceDriver
 from thing_models.document_reader import DocumentReader
 from thing_models.model import ThingModel
@@ -172,12 +170,7 @@ async def simulate(model: ThingModel, args: argparse.Namespace) -> int:
         )
         return 1
     print(f"simulating {model.ref} on coap://{args.host}:{port} (CoAP over UDP)", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await simulator.stop()
     print("stopped", flush=True)
     return 0
