@@ -394,9 +394,10 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
             if session.subscription is not None:
                 session.subscription.close()
             if self._forget(session):
-                # Not replaced here: give the connection up (unless another replica has it).
+                # Not replaced here: give the connection up and mark the edge's devices
+                # offline (unless another replica has the edge by now).
                 self._spawn_detached(
-                    ctx.run(storage.edge_disconnected, edge_id, settings.replica_id, ctx.now_ms())
+                    _edge_went_away(ctx, edge_id, [item.device_id for item in hello.devices])
                 )
             log.info("edge %s disconnected", edge_id)
 
@@ -709,6 +710,22 @@ class EdgeSyncServicer(edge_sync_pb2_grpc.EdgeSyncServicer):
                 )
             except StorageError as exc:
                 log.warning("edge %s: lease refresh failed: %s", session.edge_id, exc)
+
+
+async def _edge_went_away(ctx: ServiceContext, edge_id: str, device_ids: list[str]) -> None:
+    """Release the edge's connection lease; its devices go offline unless another replica
+    holds the edge now (it reconnected there)."""
+    storage, settings = ctx.storage, ctx.settings
+    try:
+        await ctx.run(storage.edge_disconnected, edge_id, settings.replica_id, ctx.now_ms())
+        holder = await ctx.run(
+            storage.edge_connection, edge_id, ctx.now_ms(), int(settings.edge_lease_s * 1000)
+        )
+        if holder is None and device_ids:
+            offline = dict.fromkeys(device_ids, False)
+            await ctx.run(storage.set_devices_online, edge_id, offline, ctx.now_ms())
+    except StorageError as exc:
+        log.warning("edge %s: recording the disconnect failed: %s", edge_id, exc)
 
 
 async def _mark_sent(ctx: ServiceContext, command_id: str) -> None:

@@ -100,6 +100,8 @@ def test_welcome_window_and_inventory_and_lease(seeded: Registry) -> None:
         await wait_until(
             lambda: storage.edge_connection("edge-1", seeded.server.ctx.now_ms(), 60_000) is None
         )
+        # The edge went away: its devices are offline (not left "online" forever).
+        await wait_until(lambda: not storage.get_device("d1").online)
 
     run(go())
 
