@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.admin_cli import ADMIN_COMMANDS, add_admin_commands, run_admin_command
 from edge_agent.secret_store import add_secret_commands, run_secret_command
-from edge_agent.signals import wait_for_stop_signal
+from edge_agent.signals import stop_signals
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ThingModelError
 from thing_models.model import ThingModel
@@ -219,16 +219,17 @@ async def _simulate_modbus(model: ThingModel, args: argparse.Namespace) -> int:
         seed=args.seed,
         tick_ms=args.tick_ms,
     )
-    try:
-        port = await simulator.start()
-    except OSError as exc:
-        print(
-            f"edge-agent simulate modbus: cannot listen on {args.host}:{args.port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"simulating {model.ref} on {args.host}:{port} (Modbus TCP)", flush=True)
-    await wait_for_stop_signal()
+    async with stop_signals() as stop:
+        try:
+            port = await simulator.start()
+        except OSError as exc:
+            print(
+                f"edge-agent simulate modbus: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"simulating {model.ref} on {args.host}:{port} (Modbus TCP)", flush=True)
+        await stop.wait()
     await simulator.stop()
     print("stopped", flush=True)
     return 0

@@ -30,7 +30,7 @@ from typing import Any
 
 from edge_agent.config import DeviceConfig, ProtocolConnection
 from edge_agent.errors import UnsupportedDevice
-from edge_agent.signals import wait_for_stop_signal
+from edge_agent.signals import stop_signals
 from protocol_adapters.base import DeviceDriver
 from thing_models.document_reader import DocumentReader
 from thing_models.model import ThingModel
@@ -158,19 +158,20 @@ async def simulate(model: ThingModel, args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535 or args.tick_ms <= 0:
         print("edge-agent simulate coap: --port must be 0..65535, --tick-ms > 0", file=sys.stderr)
         return 2
-    try:
-        simulator = CoapSimulator(
-            model, port=args.port, host=args.host, seed=args.seed, tick_ms=args.tick_ms
-        )
-        port = await simulator.start()
-    except (OSError, CoapError) as exc:
-        print(
-            f"edge-agent simulate coap: cannot listen on {args.host}:{args.port}: {exc}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"simulating {model.ref} on coap://{args.host}:{port} (CoAP over UDP)", flush=True)
-    await wait_for_stop_signal()
+    async with stop_signals() as stop:
+        try:
+            simulator = CoapSimulator(
+                model, port=args.port, host=args.host, seed=args.seed, tick_ms=args.tick_ms
+            )
+            port = await simulator.start()
+        except (OSError, CoapError) as exc:
+            print(
+                f"edge-agent simulate coap: cannot listen on {args.host}:{args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"simulating {model.ref} on coap://{args.host}:{port} (CoAP over UDP)", flush=True)
+        await stop.wait()
     await simulator.stop()
     print("stopped", flush=True)
     return 0

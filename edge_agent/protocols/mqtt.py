@@ -12,19 +12,27 @@ A device's ``connection:`` for ``protocol: mqtt``::
       timeout: 5s              # how long a command waits for its reply
       max_payload: 256 KiB     # larger device messages are refused (bad readings)
       keepalive: 30s
+      stale_after: 5m          # no message for 5m: degraded, its points bad; default: never
+      tls:                     # TLS to the broker (give the TLS port, usually 8883)
+        ca: certs/ca.pem       # the broker certificate's CA (default: the system's CAs)
+        cert: certs/gw.pem     # a client certificate, for brokers that require one
+        key: certs/gw.key      # its key (default: in the cert file); unencrypted PEM
+        insecure_skip_verify: false   # true: no certificate check at all (tests only)
 
-Devices on the same broker with the same client id and credentials share one client (the
-``shared`` dict holds one :class:`~protocol_adapters.mqtt.driver.BrokerLink` per broker).
+``stale_after`` has no default (a device may publish only on change): set it to a few times the
+device's own publishing interval. Relative TLS paths are resolved against the folder of the
+configuration file, like config.py's other paths; the files must exist when it is loaded.
+
+Devices on the same broker with the same client id, credentials and TLS settings share one
+client (the ``shared`` dict holds one :class:`~protocol_adapters.mqtt.driver.BrokerLink` per
+broker).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import ipaddress
 import re
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,9 +42,11 @@ from typing import Any
 from edge_agent.config import DeviceConfig, ProtocolConnection
 from edge_agent.errors import UnsupportedDevice
 from edge_agent.secret_store import SecretError, SecretRef, parse_secret, resolve_secret
+from edge_agent.signals import stop_signals
 from protocol_adapters.base import DeviceDriver
 from protocol_adapters.mqtt.errors import MqttAdapterError
 from protocol_adapters.mqtt.mapping import MAX_PAYLOAD_BYTES
+from protocol_adapters.mqtt.tls import TlsSettings
 from thing_models.document_reader import DocumentReader
 from thing_models.model import ThingModel
 from thing_models.yaml_source import Path as DocPath
@@ -60,7 +70,10 @@ _KEYS = (
     "timeout",
     "max_payload",
     "keepalive",
+    "stale_after",
+    "tls",
 )
+_TLS_KEYS = ("ca", "cert", "key", "insecure_skip_verify")
 _HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
@@ -87,6 +100,10 @@ class MqttConnection(ProtocolConnection):
     timeout_s: float = 5.0
     max_payload_bytes: int = MAX_PAYLOAD_BYTES
     keepalive_s: int = 30
+    #: no message for this long makes the device degraded (None: never)
+    stale_after_s: float | None = None
+    #: TLS to the broker (absolute paths), None for plain TCP
+    tls: TlsSettings | None = None
 
 
 def _host(r: DocumentReader, obj: Mapping[Any, Any], path: DocPath) -> str:
@@ -123,6 +140,48 @@ def _size(r: DocumentReader, obj: Mapping[Any, Any], key: str, path: DocPath) ->
     return size
 
 
+def _tls_file(r: DocumentReader, obj: Mapping[Any, Any], key: str, path: DocPath) -> Path | None:
+    text = r.string(obj, key, path, expected="a path to a PEM file")
+    if key in obj and obj[key] == "":
+        r.error((*path, key), f"tls {key} must not be empty", "", "a path to a PEM file")
+    if not text:
+        return None
+    file = Path(text).expanduser()
+    if not file.is_absolute():
+        file = Path(r.smap.file).parent / file
+    if not file.is_file():
+        r.error(
+            (*path, key),
+            f"tls {key} file not found: {file}",
+            text,
+            "a PEM file (relative paths: from the configuration file's folder)",
+        )
+        return None
+    return file
+
+
+def _tls(r: DocumentReader, obj: Mapping[Any, Any], path: DocPath) -> TlsSettings | None:
+    if "tls" not in obj or obj["tls"] is None:
+        return None
+    where = (*path, "tls")
+    tls = r.mapping(obj["tls"], where, "a tls mapping: ca, cert, key, insecure_skip_verify")
+    if tls is None:
+        return None
+    r.check_keys(tls, where, _TLS_KEYS)
+    ca, cert, key = (_tls_file(r, tls, name, where) for name in ("ca", "cert", "key"))
+    if "key" in tls and "cert" not in tls:
+        r.error((*where, "key"), "tls key without cert", tls["key"], "a cert too")
+    insecure = r.boolean(tls, "insecure_skip_verify", where, False)
+    if insecure and ca is not None:
+        r.error(
+            (*where, "insecure_skip_verify"),
+            "insecure_skip_verify with a ca: the ca would be ignored",
+            True,
+            "either a ca (verified) or insecure_skip_verify: true",
+        )
+    return TlsSettings(ca, cert, key, insecure)
+
+
 def parse_connection(
     r: DocumentReader, obj: Mapping[Any, Any], path: DocPath
 ) -> MqttConnection | None:
@@ -152,6 +211,8 @@ def parse_connection(
             (*path, "keepalive"), "keepalive out of range", obj.get("keepalive"), "1s to 65535s"
         )
     max_payload = _size(r, obj, "max_payload", path)
+    stale_after = r.duration(obj, "stale_after", path, None)
+    tls = _tls(r, obj, path)
     if len(r.diagnostics) > before or not host or port is None or max_payload is None:
         return None
     return MqttConnection(
@@ -164,6 +225,8 @@ def parse_connection(
         timeout or 5.0,
         max_payload,
         round(keepalive or 30.0),
+        stale_after,
+        tls,
     )
 
 
@@ -186,25 +249,27 @@ def make_driver(
         connection.port,
         connection.client_id,
         connection.username,
+        connection.tls,
     )
-    link = shared.get(key)
-    if not isinstance(link, BrokerLink):
-        try:
-            password = resolve_secret(connection.password, shared)
-        except SecretError as exc:
-            raise UnsupportedDevice(f"device {device.id}: password: {exc}") from exc
-        link = BrokerLink(
-            connection.host,
-            connection.port,
-            client_id=connection.client_id,
-            username=connection.username,
-            password=password,
-            keepalive_s=connection.keepalive_s,
-            backoff_min_s=device.reconnect.min_s,
-            backoff_max_s=device.reconnect.max_s,
-        )
-        shared[key] = link
     try:
+        link = shared.get(key)
+        if not isinstance(link, BrokerLink):
+            try:
+                password = resolve_secret(connection.password, shared)
+            except SecretError as exc:
+                raise UnsupportedDevice(f"device {device.id}: password: {exc}") from exc
+            link = BrokerLink(
+                connection.host,
+                connection.port,
+                client_id=connection.client_id,
+                username=connection.username,
+                password=password,
+                keepalive_s=connection.keepalive_s,
+                backoff_min_s=device.reconnect.min_s,
+                backoff_max_s=device.reconnect.max_s,
+                tls=connection.tls,
+            )
+            shared[key] = link
         return MqttDriver(
             link,
             binding,
@@ -212,6 +277,7 @@ def make_driver(
             connection.device_id or device.id,
             timeout_s=connection.timeout_s,
             max_payload_bytes=connection.max_payload_bytes,
+            stale_after_s=connection.stale_after_s,
         )
     except MqttAdapterError as exc:
         raise UnsupportedDevice(f"device {device.id}: {exc}") from exc
@@ -278,24 +344,20 @@ async def simulate(model: ThingModel, args: argparse.Namespace) -> int:
     if args.tick_ms <= 0:
         print("edge-agent simulate mqtt: --tick-ms must be > 0", file=sys.stderr)
         return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        simulator = MqttSimulator(
-            model, host, port, args.device_id, seed=args.seed, tick_ms=args.tick_ms
+    async with stop_signals() as stop:
+        try:
+            simulator = MqttSimulator(
+                model, host, port, args.device_id, seed=args.seed, tick_ms=args.tick_ms
+            )
+            await simulator.start()
+        except MqttAdapterError as exc:
+            print(f"edge-agent simulate mqtt: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"simulating {model.ref} as device {args.device_id} on mqtt://{host}:{port} (MQTT)",
+            flush=True,
         )
-        await simulator.start()
-    except MqttAdapterError as exc:
-        print(f"edge-agent simulate mqtt: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"simulating {model.ref} as device {args.device_id} on mqtt://{host}:{port} (MQTT)",
-        flush=True,
-    )
-    await stop.wait()
+        await stop.wait()
     await simulator.stop()
     print("stopped", flush=True)
     return 0

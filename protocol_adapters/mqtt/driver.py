@@ -26,6 +26,16 @@ Contract:
 - **Reconnect**: when the broker drops, every attached device goes ``offline`` (diagnostics)
   and the link reconnects with exponential backoff (``backoff_min_s`` doubling to
   ``backoff_max_s``), re-subscribing everything; the devices are ``online`` again on success.
+- **Silence** (``stale_after_s`` per device, default none): a device from which no message
+  (value, event or reply) arrived for that long, while the broker connection is up, turns
+  ``degraded`` (counted as a timeout; ``last_error`` says for how long) and its points get one
+  :class:`~protocol_adapters.base.Update` of bad readings ("no message for 5m0s"); its next
+  message makes it ``online`` again. One watchdog task per link checks every device, waking at
+  the earliest deadline but at most 20 times per shortest ``stale_after_s``. After a reconnect
+  every device gets a full ``stale_after_s`` again.
+- **TLS** (``tls``: :class:`~protocol_adapters.mqtt.tls.TlsSettings`): the client context is
+  built when the link is made (:class:`MqttConfigError` for an unusable file); a failed handshake
+  (an untrusted broker certificate ...) is a connection error naming the broker.
 - aiomqtt's own errors are translated here, once (``raise ... from exc``); its "pending
   publish calls" warning is silenced by a logging filter (pipelined publishes are intended).
 """
@@ -35,13 +45,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import sys
 import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
 import aiomqtt
 
-from protocol_adapters.base import DiagnosticState, Reading, UpdateSink
+from protocol_adapters.base import DiagnosticState, Reading, Update, UpdateSink
 from protocol_adapters.mqtt.errors import (
     MqttCommandRejected,
     MqttConnectionError,
@@ -56,14 +68,34 @@ from protocol_adapters.mqtt.mapping import (
     Reply,
     TopicFilter,
 )
+from protocol_adapters.mqtt.tls import TlsSettings, client_context, describe_tls_error
 from thing_models.messages import Quality
 from thing_models.model import MqttBinding, ThingModel
 
-__all__ = ["BrokerLink", "MqttDriver", "aiomqtt_logger"]
+__all__ = ["BrokerLink", "MqttDriver", "aiomqtt_logger", "format_span"]
 
 _log = logging.getLogger(__name__)
 _SUBSCRIBE_CHUNK = 64
 _MAX_ROUTE_CACHE = 8192
+#: the watchdog wakes at most this many times per shortest stale_after
+_WATCH_STEPS = 20
+_WATCH_MIN_S = 0.01
+#: silence degrades a device, never makes it offline: the broker connection is up
+_NEVER_OFFLINE = sys.maxsize
+
+
+def format_span(seconds: float) -> str:
+    """A duration the way Go prints it: ``300ms``, ``1.5s``, ``5m0s``, ``1h0m0s``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000, 3):g}ms"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{round(secs, 3):g}s"
+    if hours or minutes:
+        text = f"{int(minutes)}m{text}"
+    if hours:
+        text = f"{int(hours)}h{text}"
+    return text
 
 
 class _NoPendingPublishWarning(logging.Filter):
@@ -102,9 +134,15 @@ class BrokerLink:
         clean_session: bool | None = None,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.tls = tls
+        #: built now, so that an unusable certificate file is reported at once
+        self._tls_context: ssl.SSLContext | None = (
+            client_context(tls, self.endpoint) if tls is not None else None
+        )
         self.client_id = client_id
         self.username = username
         self.password = password
@@ -120,6 +158,8 @@ class BrokerLink:
         self._cache: dict[str, tuple[MqttDriver, ...]] = {}
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._watch_wake = asyncio.Event()
         self._connected: asyncio.Event | None = None
         self._down = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -133,7 +173,8 @@ class BrokerLink:
 
     @property
     def endpoint(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def connected(self) -> bool:
@@ -148,12 +189,16 @@ class BrokerLink:
             return None
         self._drivers.append(driver)
         self._reindex()
+        driver._heard(asyncio.get_running_loop().time())
+        self._watch_wake.set()
         late = None
         if self.connected and self._client is not None:
             late = self._spawn(self._subscribe_late(self._client, driver.filters))
         if self._task is None or self._task.done():
             self._connected = asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.endpoint)
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), name=self.endpoint)
+            self._watcher = loop.create_task(self._watch(), name=f"{self.endpoint} silence")
         return late
 
     async def join(self, driver: MqttDriver, timeout_s: float) -> None:
@@ -168,6 +213,8 @@ class BrokerLink:
                 raise MqttConnectionError(
                     f"{self.endpoint}: subscribing took longer than {timeout_s:g}s"
                 ) from exc
+            if driver.diagnostics.state == "offline":
+                driver.diagnostics.ok()  # joined a link that was already up
 
     async def detach(self, driver: MqttDriver) -> None:
         """Stop routing to ``driver`` and drop the subscriptions no other device uses; the last
@@ -180,14 +227,15 @@ class BrokerLink:
         if self._drivers and client is not None and self.connected:
             still = {text for d in self._drivers for text, _ in d.filters}
             unused = sorted({text for text, _ in driver.filters} - still)
-            if unused:
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.unsubscribe(unused)
+            if unused:  # a task the last detach cancels: never waits past the link's end
+                await asyncio.wait({self._spawn(self._unsubscribe(client, unused))})
         if not self._drivers and self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            for task in (self._task, self._watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            self._task = self._watcher = None
             for task in list(self._background):
                 task.cancel()
 
@@ -249,6 +297,7 @@ class BrokerLink:
                     keepalive=self.keepalive_s,
                     clean_session=self.clean_session,
                     logger=aiomqtt_logger(),
+                    tls_context=self._tls_context,
                 ) as client:
                     self._client = client
                     await self._subscribe(client, self._all_filters())
@@ -256,20 +305,49 @@ class BrokerLink:
                     delay = self.backoff_min_s
                     self._connected.set()
                     self._down.clear()
+                    now = asyncio.get_running_loop().time()
                     for driver in list(self._drivers):
                         driver.diagnostics.ok()
+                        driver._heard(now)
+                    self._watch_wake.set()
                     async for message in client.messages:
                         self._dispatch(message)
             except asyncio.CancelledError:
                 self._lost("closed", log=False)
                 raise
             except (aiomqtt.MqttError, OSError) as exc:
-                self._lost(f"{type(exc).__name__}: {exc}")
+                self._lost(_describe(exc))
             except Exception as exc:  # keep the link alive whatever a device's sink did
                 _log.exception("%s: unexpected error, reconnecting", self.endpoint)
                 self._lost(f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.backoff_max_s)
+
+    async def _watch(self) -> None:
+        """Flag the devices silent for longer than their ``stale_after_s`` (one task per link;
+        it sleeps while disconnected and while no device has a deadline)."""
+        assert self._connected is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._connected.wait()
+            self._watch_wake.clear()
+            now = loop.time()
+            next_in: float | None = None
+            shortest: float | None = None
+            for driver in list(self._drivers):
+                try:
+                    left = driver._check_silence(now)
+                except Exception:  # a device's sink must not stop the watchdog
+                    _log.exception("%s: silence check failed", driver.endpoint)
+                    left = None
+                if left is not None:
+                    next_in = left if next_in is None else min(next_in, left)
+                if driver.stale_after_s is not None:
+                    shortest = min(shortest or driver.stale_after_s, driver.stale_after_s)
+            if next_in is not None and shortest is not None:
+                next_in = max(next_in, shortest / _WATCH_STEPS, _WATCH_MIN_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._watch_wake.wait(), next_in)
 
     def _lost(self, why: str, *, log: bool = True) -> None:
         was_connected = self.connected
@@ -301,6 +379,10 @@ class BrokerLink:
         with contextlib.suppress(aiomqtt.MqttError):
             await self._subscribe(client, filters)
 
+    async def _unsubscribe(self, client: aiomqtt.Client, topics: list[str]) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.unsubscribe(topics)
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -329,6 +411,13 @@ class BrokerLink:
             raise MqttConnectionError(f"{self.endpoint}: publish to {topic} failed: {exc}") from exc
 
 
+def _describe(exc: BaseException) -> str:
+    """Why a connection failed, for ``last_error`` (TLS failures said plainly)."""
+    cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__
+    tls = describe_tls_error(cause) if cause is not None else None
+    return tls or f"{type(exc).__name__}: {exc}"
+
+
 class MqttDriver:
     """One MQTT device: its routes and commands over a shared :class:`BrokerLink`."""
 
@@ -342,8 +431,14 @@ class MqttDriver:
         timeout_s: float = 5.0,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         offline_after: int = 3,
+        stale_after_s: float | None = None,
     ) -> None:
         self.link = link
+        #: no message for this long (while connected) makes the device degraded; None: never
+        self.stale_after_s = stale_after_s if stale_after_s and stale_after_s > 0 else None
+        #: True from the silence until the device's next message
+        self.silent = False
+        self._last_heard = 0.0
         self.binding = binding
         self.device_id = device_id
         self.timeout_s = timeout_s
@@ -356,6 +451,10 @@ class MqttDriver:
             self.topic_filters += (self.commands.reply_filter,)
             self.filters = [*self.filters, (self.commands.reply_filter.text, binding.qos)]
         self.diagnostics = DiagnosticState()
+        #: the properties the device publishes (made bad when it falls silent)
+        self.points: tuple[str, ...] = tuple(
+            dict.fromkeys(p.property for r in self.mapping.routes for p in r.points)
+        )
         self.latest: dict[str, Reading] = {}
         #: replies that could not be decoded or matched no pending command
         self.stray_replies = 0
@@ -396,7 +495,39 @@ class MqttDriver:
 
     # ------------------------------------------------------------------ incoming
 
+    def _heard(self, now: float) -> None:
+        """Restart the silence clock (loop time ``now``)."""
+        self._last_heard = now
+        if self.silent:
+            self.silent = False
+            self.link._watch_wake.set()
+
+    def _check_silence(self, now: float) -> float | None:
+        """Flag the device silent when its time is up; the seconds left until then, or None
+        (no ``stale_after_s``, or already silent)."""
+        if self.stale_after_s is None or self.silent:
+            return None
+        left = self._last_heard + self.stale_after_s - now
+        if left > 0:
+            return left
+        self._fall_silent()
+        return None
+
+    def _fall_silent(self) -> None:
+        assert self.stale_after_s is not None
+        self.silent = True
+        reason = f"no message for {format_span(self.stale_after_s)}"
+        self.diagnostics.failed(MqttTimeoutError(f"{self.endpoint}: {reason}"), _NEVER_OFFLINE)
+        readings = {p: Reading(None, Quality.BAD, reason) for p in self.points}
+        if not readings:
+            return
+        self.latest.update(readings)
+        if self._sink is not None:
+            self._sink(Update(int(time.time() * 1000), readings))
+
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.stale_after_s is not None:
+            self._heard(asyncio.get_running_loop().time())
         if self.commands.is_reply(topic):
             self._on_reply(topic, payload)
             return

@@ -17,6 +17,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from cloud_registry.storage.base import EventFilter
 from cloud_registry.storage.sqlite import SqliteStorage
 from edge_agent.config import load_edge_config
 from edge_agent.drivers import make_driver
@@ -29,8 +30,9 @@ from edge_agent.protocols.mqtt import (
 from edge_agent.supervisor import EdgeAgent
 from protocol_adapters.mqtt.driver import MqttDriver
 from protocol_adapters.mqtt.simulator import MqttSimulator
+from protocol_adapters.mqtt.tls import TlsSettings
 from tests.cloud_registry.server_fixtures import Registry, running_registry
-from tests.mosquitto import Mosquitto, running_mosquitto
+from tests.mosquitto import Mosquitto, make_tls_files, running_mosquitto
 from thing_models.composition import FolderModelSource, flatten
 from thing_models.errors import ModelLoadError
 from thing_models.yaml_format import load_model_file
@@ -360,6 +362,180 @@ devices:
             agent.stop()
             await asyncio.wait_for(task, 15)
             await sim.stop()
+
+    storage = SqliteStorage(tmp_path / "registry.db")
+    storage.migrate()
+    try:
+        with running_registry(storage) as registry:
+            registry.publish_file(MODELS / "device-health.yaml")
+            registry.publish_file(MODELS / "access-control-door.yaml")
+            registry.register("door-1", model=DOOR.replace("@1", "@1.0.0"))
+            asyncio.run(asyncio.wait_for(scenario(registry), 40))
+    finally:
+        storage.close()
+
+
+# --------------------------------------------------------------------------- stale_after, tls
+
+
+def _tls_device(tls: str) -> str:
+    return f"  - {{id: d1, model: '{DOOR}', protocol: mqtt, connection: {{host: h, tls: {tls}}}}}\n"
+
+
+def test_stale_after_and_tls_paths_relative_to_the_config(tmp_path: Path) -> None:
+    pki = make_tls_files(tmp_path / "pki")
+    path = write(
+        tmp_path,
+        f"""\
+  - id: door-1
+    model: {DOOR}
+    protocol: mqtt
+    connection:
+      host: 127.0.0.1
+      port: 8883
+      stale_after: 5m
+      tls: {{ca: pki/ca.pem, cert: pki/client.pem, key: {pki.client_key}}}
+""",
+    )
+    (device,) = load_edge_config(path).devices
+    connection = device.connection
+    assert isinstance(connection, MqttConnection)
+    assert connection.stale_after_s == 300
+    assert connection.tls == TlsSettings(pki.ca, pki.client_cert, pki.client_key, False)
+    driver = make_driver(device, {})
+    assert isinstance(driver, MqttDriver)
+    assert driver.stale_after_s == 300
+    assert driver.endpoint == "mqtts://127.0.0.1:8883 device door-1"
+    assert driver.link.tls == connection.tls
+
+
+def test_stale_after_defaults_to_never(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, f"  - {{id: d1, model: '{DOOR}', protocol: mqtt, connection: {{host: h}}}}\n"
+    )
+    (device,) = load_edge_config(path).devices
+    assert isinstance(device.connection, MqttConnection)
+    assert device.connection.stale_after_s is None
+    assert device.connection.tls is None
+
+
+def test_devices_with_other_tls_settings_get_their_own_link(tmp_path: Path) -> None:
+    make_tls_files(tmp_path / "pki")
+    path = write(
+        tmp_path,
+        _tls_device("{ca: pki/ca.pem}").replace("d1", "a")
+        + _tls_device("{ca: pki/ca.pem}").replace("d1", "b")
+        + _tls_device("{insecure_skip_verify: true}").replace("d1", "c"),
+    )
+    shared: dict[object, object] = {}
+    drivers = [make_driver(device, shared) for device in load_edge_config(path).devices]
+    links = [d.link for d in drivers if isinstance(d, MqttDriver)]
+    assert links[0] is links[1]
+    assert links[0] is not links[2]
+
+
+def test_an_unreadable_tls_file_refuses_the_device(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate", encoding="utf-8")
+    path = write(tmp_path, _tls_device("{ca: ca.pem}"))
+    (device,) = load_edge_config(path).devices
+    with pytest.raises(UnsupportedDevice, match=r"mqtts://h:1883: tls ca .*ca\.pem: .*PEM"):
+        make_driver(device, {})
+
+
+@pytest.mark.parametrize(
+    ("connection", "anchor", "expected"),
+    [
+        ("{host: h, stale_after: -1}", "-1", "invalid duration for stale_after"),
+        ("{host: h, stale_after: soon}", "soon", "invalid duration for stale_after"),
+        ("{host: h, tls: yes}", "yes", "connection.tls: expected a tls mapping"),
+        ("{host: h, tls: {ca: ca.pem, crt: x}}", "crt", "connection.tls.crt: unknown key 'crt'"),
+        ("{host: h, tls: {ca: nope.pem}}", "nope.pem", "tls ca file not found: "),
+        ("{host: h, tls: {ca: ''}}", "''", "tls ca must not be empty"),
+        ("{host: h, tls: {ca: [a]}}", "[a]", "connection.tls.ca"),
+        ("{host: h, tls: {key: ca.pem}}", "ca.pem}", "tls key without cert"),
+        (
+            "{host: h, tls: {ca: ca.pem, insecure_skip_verify: true}}",
+            "true",
+            "insecure_skip_verify with a ca",
+        ),
+        ("{host: h, tls: {insecure_skip_verify: 'yes'}}", "'yes'", "must be true or false"),
+    ],
+)
+def test_bad_tls_and_stale_after_are_located(
+    tmp_path: Path, connection: str, anchor: str, expected: str
+) -> None:
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    line = f"  - {{id: d1, model: '{DOOR}', protocol: mqtt, connection: {connection}}}"
+    path = write(tmp_path, line + "\n")
+    column = line.index(anchor, line.index("connection")) + 1
+    found = errors(path)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"{path}:5:{column}: error: "), found
+    assert expected in found[0]
+
+
+def test_agent_reports_a_silent_device_bad_with_a_diagnostic_event(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    def events(registry: Registry) -> list[Any]:
+        page = registry.storage.list_events(EventFilter(device_id="door-1"), "", 100)
+        return [e for e in page.items if e.name == "_diagnostic"]
+
+    async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():  # the registry has no change feed to await here
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.05)
+
+    async def scenario(registry: Registry) -> None:
+        config_path = tmp_path / "edge.yaml"
+        config_path.write_text(
+            f"""edge_id: edge-1
+registry: {{address: "{registry.target}", insecure: true}}
+storage: {{outbox: state/outbox.db}}
+models_dir: {MODELS}
+devices:
+  - id: door-1
+    model: {DOOR}
+    protocol: mqtt
+    connection: {{host: 127.0.0.1, port: {broker.port}, stale_after: 400ms}}
+""",
+            encoding="utf-8",
+        )
+        agent = EdgeAgent(
+            load_edge_config(config_path),
+            uplink_options={"backoff_initial_s": 0.1, "backoff_max_s": 0.5},
+        )
+        task = asyncio.create_task(agent.run())
+        state = {"door": {"contact": "closed", "lock": "locked"}, "mode": "normal"}
+
+        def lock() -> Any:
+            return registry.storage.get_twin("door-1").reported.get("lock_state")
+
+        try:
+            await until(lambda: agent.status().devices["door-1"].phase == "polling")
+            async with aiomqtt.Client(broker.host, broker.port) as device:
+                await device.publish("access/door-1/state", json.dumps(state), qos=1)
+            await until(lambda: lock() is not None and lock().quality == "good")
+            await until(lambda: lock().quality == "bad")
+            assert lock().value is None
+            diagnostics = agent.status().devices["door-1"].diagnostics
+            assert diagnostics.state == "degraded"
+            assert diagnostics.timeouts == 1
+            assert "no message for 400ms" in diagnostics.last_error
+            await until(lambda: bool(events(registry)))
+            params = {e.params["property"]: e.params for e in events(registry)}
+            assert params["lock_state"]["quality"] == "bad"
+            assert "no message for 400ms" in str(params["lock_state"]["message"])
+
+            async with aiomqtt.Client(broker.host, broker.port) as device:
+                await device.publish("access/door-1/state", json.dumps(state), qos=1)
+            await until(lambda: lock().quality == "good")
+            assert agent.status().devices["door-1"].diagnostics.state == "online"
+        finally:
+            agent.stop()
+            await asyncio.wait_for(task, 15)
 
     storage = SqliteStorage(tmp_path / "registry.db")
     storage.migrate()
