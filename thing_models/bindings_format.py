@@ -8,6 +8,7 @@ properties, register overlaps, register counts against types) are checked on the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -17,11 +18,14 @@ from thing_models.model import (
     IDENTIFIER_RE,
     BacnetBinding,
     BacnetPoint,
+    BacnetServiceWrite,
     Bindings,
     ByteOrder,
     CoapBinding,
+    CoapMethod,
     CoapMode,
     CoapPoint,
+    CoapService,
     ContentFormat,
     DeadbandMode,
     ModbusBinding,
@@ -80,7 +84,17 @@ _MODBUS_POINT_KEYS = (
     "report",
 )
 _MODBUS_SERVICE_KEYS = ("service", "table", "address", "type", "value", "param", "write_function")
-_BACNET_KEYS = ("device_instance", "use_cov", "points")
+_BACNET_KEYS = ("device_instance", "use_cov", "points", "services")
+_BACNET_SERVICE_KEYS = (
+    "service",
+    "object_type",
+    "instance",
+    "property_id",
+    "value",
+    "param",
+    "priority",
+    "relinquish",
+)
 _BACNET_POINT_KEYS = (
     "property",
     "object_type",
@@ -94,6 +108,7 @@ _BACNET_POINT_KEYS = (
 )
 _MQTT_KEYS = ("points", "events", "command_topic", "reply_topic", "qos")
 _COAP_POINT_KEYS = ("property", "resource", "mode", "path", "content_format", "group", "report")
+_COAP_SERVICE_KEYS = ("service", "resource", "method", "content_format")
 _ADDRESSING = {"zero-based": True, "one-based": False}
 _TABLE_ALIASES = {
     "holding": ModbusTable.HOLDING_REGISTER,
@@ -396,11 +411,46 @@ def _bacnet(r: DocumentReader, obj: dict[Any, Any], path: Path) -> BacnetBinding
             report=report,
         )
 
+    def service(entry: dict[Any, Any], p: Path) -> BacnetServiceWrite | None:
+        return _bacnet_service(r, entry, p)
+
     return BacnetBinding(
         device_instance=r.integer(obj, "device_instance", path, None, minimum=0, maximum=4194302),
         points=_items(r, obj, "points", path, point, "a BACnet point mapping"),
         use_cov=r.boolean(obj, "use_cov", path, True),
+        services=_items(r, obj, "services", path, service, "a BACnet service-write mapping"),
     )
+
+
+def _bacnet_service(
+    r: DocumentReader, obj: dict[Any, Any], path: Path
+) -> BacnetServiceWrite | None:
+    errors = len(r.diagnostics)  # a write the reader found fault with is not cross-checked
+    r.check_keys(obj, path, _BACNET_SERVICE_KEYS, required=("service", "object_type", "instance"))
+    service = _target(r, obj, "service", path)
+    object_type = _text(r, obj, "object_type", path)
+    instance = r.integer(obj, "instance", path, None, minimum=0, maximum=4194302)
+    value = obj.get("value")
+    if value is not None and (
+        not isinstance(value, int | float | str)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
+        r.error(
+            (*path, "value"), "value must be a finite scalar", value, "a number, boolean or string"
+        )
+        value = None
+    param = r.string(obj, "param", path, pattern=IDENTIFIER_RE, expected="an input id")
+    write = BacnetServiceWrite(
+        service=service,
+        object_type=object_type,
+        instance=instance or 0,
+        property_id=r.string(obj, "property_id", path, "present-value"),
+        value=value,
+        param=param or None,
+        priority=r.integer(obj, "priority", path, None, minimum=1, maximum=16),
+        relinquish=r.boolean(obj, "relinquish", path, False),
+    )
+    return write if len(r.diagnostics) == errors else None
 
 
 # --------------------------------------------------------------------------- MQTT
@@ -444,7 +494,7 @@ def _mqtt(r: DocumentReader, obj: dict[Any, Any], path: Path) -> MqttBinding:
 
 
 def _coap(r: DocumentReader, obj: dict[Any, Any], path: Path) -> CoapBinding:
-    r.check_keys(obj, path, ("points",))
+    r.check_keys(obj, path, ("points", "services"))
 
     def point(entry: dict[Any, Any], p: Path) -> CoapPoint | None:
         r.check_keys(entry, p, _COAP_POINT_KEYS, required=("property", "resource"))
@@ -463,7 +513,21 @@ def _coap(r: DocumentReader, obj: dict[Any, Any], path: Path) -> CoapBinding:
             report=report,
         )
 
-    return CoapBinding(points=_items(r, obj, "points", path, point, "a CoAP point mapping"))
+    def service(entry: dict[Any, Any], p: Path) -> CoapService | None:
+        errors = len(r.diagnostics)
+        r.check_keys(entry, p, _COAP_SERVICE_KEYS, required=("service", "resource"))
+        call = CoapService(
+            service=_target(r, entry, "service", p),
+            resource=_text(r, entry, "resource", p),
+            method=r.choice(entry, "method", p, CoapMethod, CoapMethod.POST),
+            content_format=r.choice(entry, "content_format", p, ContentFormat, ContentFormat.JSON),
+        )
+        return call if len(r.diagnostics) == errors else None
+
+    return CoapBinding(
+        points=_items(r, obj, "points", path, point, "a CoAP point mapping"),
+        services=_items(r, obj, "services", path, service, "a CoAP service mapping"),
+    )
 
 
 # =========================================================================== writing

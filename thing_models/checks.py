@@ -16,8 +16,11 @@ from thing_models.model import (
     INT_RANGES,
     BacnetBinding,
     BacnetPoint,
+    BacnetServiceWrite,
     Bindings,
+    CoapBinding,
     CoapPoint,
+    ContentFormat,
     DataSchema,
     DataType,
     Field,
@@ -29,6 +32,7 @@ from thing_models.model import (
     MqttEventRoute,
     MqttPoint,
     ReportPolicy,
+    Service,
     ThingModel,
 )
 from thing_models.yaml_source import Path
@@ -373,29 +377,11 @@ def _check_bindings(model: ThingModel, bindings: Bindings, path: Path) -> list[P
     if bindings.modbus is not None:
         problems += _check_modbus(model, bindings.modbus, (*path, "modbus"))
     if bindings.bacnet is not None:
-        problems += _check_bacnet(bindings.bacnet, (*path, "bacnet"))
+        problems += _check_bacnet(model, bindings.bacnet, (*path, "bacnet"))
     if bindings.mqtt is not None:
         problems += _check_mqtt(model, bindings.mqtt, (*path, "mqtt"))
     if bindings.coap is not None:
-        for i, cpoint in enumerate(bindings.coap.points):
-            if not cpoint.resource.startswith("/") or " " in cpoint.resource:
-                problems.append(
-                    Problem(
-                        (*path, "coap", "points", i, "resource"),
-                        "invalid CoAP resource path",
-                        cpoint.resource,
-                        "an absolute path like /sensors/occupancy",
-                    )
-                )
-            if cpoint.path and not _JSON_PATH_RE.match(cpoint.path):
-                problems.append(
-                    Problem(
-                        (*path, "coap", "points", i, "path"),
-                        "invalid payload path",
-                        cpoint.path,
-                        "a JSON path like $.state.value or $.items[0]",
-                    )
-                )
+        problems += _check_coap(model, bindings.coap, (*path, "coap"))
     return problems
 
 
@@ -674,33 +660,211 @@ def _check_write_function(
     return []
 
 
-def _check_bacnet(binding: BacnetBinding, path: Path) -> list[Problem]:
-    import difflib
-
+def _check_bacnet(model: ThingModel, binding: BacnetBinding, path: Path) -> list[Problem]:
     problems: list[Problem] = []
     for i, point in enumerate(binding.points):
         ppath = (*path, "points", i)
-        if point.object_type not in BACNET_OBJECT_TYPES and not point.object_type.isdigit():
-            close = difflib.get_close_matches(point.object_type, sorted(BACNET_OBJECT_TYPES), 1)
+        problems += _check_bacnet_object(point.object_type, point.property_id, ppath)
+    for i, write in enumerate(binding.services):
+        spath = (*path, "services", i)
+        problems += _check_bacnet_object(write.object_type, write.property_id, spath)
+        problems += _check_bacnet_service(model, write, spath)
+    return problems
+
+
+def _check_bacnet_object(object_type: str, property_id: str, path: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    if object_type not in BACNET_OBJECT_TYPES and not object_type.isdigit():
+        problems.append(
+            Problem(
+                (*path, "object_type"),
+                "unknown BACnet object type" + _did_you_mean(object_type, BACNET_OBJECT_TYPES),
+                object_type,
+                "a BACnet object type like analog-input",
+            )
+        )
+    if not _BACNET_PROPERTY_RE.match(property_id):
+        problems.append(
+            Problem(
+                (*path, "property_id"),
+                "invalid BACnet property",
+                property_id,
+                "a property name like present-value",
+            )
+        )
+    return problems
+
+
+def _did_you_mean(value: str, choices: Iterable[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, sorted(choices), 1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _service_target(
+    model: ThingModel, service_id: str, path: Path, what: str
+) -> tuple[Service | None, list[Problem]]:
+    """The service a binding entry names (None for a component's or a parent's), or a problem."""
+    service = model.service(service_id)
+    known = _target_known(
+        service_id,
+        set(),
+        {c.instance for c in model.components},
+        inherits=model.extends is not None,
+    )
+    if service is not None or known:
+        return service, []
+    ids = [s.id for s in model.services]
+    return None, [
+        Problem(
+            (*path, "service"),
+            f"{what} names a service the model does not define" + _did_you_mean(service_id, ids),
+            service_id,
+            "one of " + ", ".join(sorted(ids)) if ids else "a service of the model",
+        )
+    ]
+
+
+_BACNET_WRITE_VALUES = {
+    "binary": "true, false, active or inactive",
+    "analog": "a number",
+    "multi-state": "a state number >= 1",
+}
+
+
+def _bacnet_value_problem(object_type: str, value: object) -> str | None:
+    """Which values a fixed write to ``object_type`` takes, when ``value`` is not one."""
+    family = (
+        object_type.rsplit("-", 1)[0]
+        if object_type.endswith(("-input", "-output", "-value"))
+        else ""
+    )
+    if family == "binary":
+        ok = (isinstance(value, bool | int) and value in (0, 1)) or value in ("active", "inactive")
+    elif family == "analog":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif family == "multi-state":
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    else:
+        return None
+    return None if ok else _BACNET_WRITE_VALUES[family]
+
+
+def _check_bacnet_service(
+    model: ThingModel, write: BacnetServiceWrite, path: Path
+) -> list[Problem]:
+    service, problems = _service_target(model, write.service, path, "service-write")
+    given = [
+        key
+        for key, on in (
+            ("value", write.value is not None),
+            ("param", write.param is not None),
+            ("relinquish", write.relinquish),
+        )
+        if on
+    ]
+    if len(given) != 1:
+        problems.append(
+            Problem(
+                path,
+                "give exactly one of value, param or relinquish"
+                + (f" (got {', '.join(given)})" if given else ""),
+                None,
+                "value: <constant>, param: <input id> or relinquish: true",
+            )
+        )
+    if write.param is not None and service is not None:
+        inputs = [f.id for f in service.inputs]
+        if write.param not in inputs:
             problems.append(
                 Problem(
-                    (*ppath, "object_type"),
-                    "unknown BACnet object type"
-                    + (f"; did you mean {close[0]!r}?" if close else ""),
-                    point.object_type,
-                    "a BACnet object type like analog-input",
+                    (*path, "param"),
+                    f"param is not an input of service {service.id}"
+                    + _did_you_mean(write.param, inputs),
+                    write.param,
+                    "one of " + ", ".join(inputs) if inputs else f"{service.id} has no inputs",
                 )
             )
-        if not _BACNET_PROPERTY_RE.match(point.property_id):
+    if write.value is not None:
+        expected = _bacnet_value_problem(write.object_type, write.value)
+        if expected is not None:
             problems.append(
                 Problem(
-                    (*ppath, "property_id"),
-                    "invalid BACnet property",
-                    point.property_id,
-                    "a property name like present-value",
+                    (*path, "value"),
+                    f"value does not fit a {write.object_type}",
+                    write.value,
+                    expected,
+                )
+            )
+    if write.priority is not None and (write.priority == 6 or not 1 <= write.priority <= 16):
+        problems.append(
+            Problem(
+                (*path, "priority"),
+                "priority 6 is reserved for minimum on/off time"
+                if write.priority == 6
+                else "priority outside 1..16",
+                write.priority,
+                "1..16 except 6 (8 = manual operator, 16 = lowest)",
+            )
+        )
+    return problems
+
+
+def _check_coap(model: ThingModel, binding: CoapBinding, path: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    for i, cpoint in enumerate(binding.points):
+        problems += _check_resource(cpoint.resource, (*path, "points", i, "resource"))
+        if cpoint.path and not _JSON_PATH_RE.match(cpoint.path):
+            problems.append(
+                Problem(
+                    (*path, "points", i, "path"),
+                    "invalid payload path",
+                    cpoint.path,
+                    "a JSON path like $.state.value or $.items[0]",
+                )
+            )
+    seen: dict[str, int] = {}
+    for i, call in enumerate(binding.services):
+        spath = (*path, "services", i)
+        service, found = _service_target(model, call.service, spath, "service binding")
+        problems += found
+        problems += _check_resource(call.resource, (*spath, "resource"))
+        if call.service in seen:
+            problems.append(
+                Problem(
+                    (*spath, "service"),
+                    f"service bound twice in coap (first at services[{seen[call.service]}])",
+                    call.service,
+                    "one request per service",
+                )
+            )
+        seen.setdefault(call.service, i)
+        if (
+            call.content_format is ContentFormat.TEXT
+            and service is not None
+            and (len(service.inputs) > 1 or len(service.outputs) > 1)
+        ):
+            problems.append(
+                Problem(
+                    (*spath, "content_format"),
+                    f"a text payload carries one value but {service.id} has "
+                    f"{len(service.inputs)} inputs and {len(service.outputs)} outputs",
+                    call.content_format.value,
+                    "json or cbor (text: at most one input and one output)",
                 )
             )
     return problems
+
+
+def _check_resource(resource: str, path: Path) -> list[Problem]:
+    if resource.startswith("/") and " " not in resource:
+        return []
+    return [
+        Problem(
+            path, "invalid CoAP resource path", resource, "an absolute path like /sensors/occupancy"
+        )
+    ]
 
 
 def mqtt_topic_problem(topic: str, *, filter_allowed: bool = True) -> str | None:

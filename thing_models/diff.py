@@ -101,6 +101,7 @@ from thing_models.model import (
     INT_RANGES,
     Access,
     BacnetBinding,
+    BacnetServiceWrite,
     Bindings,
     CoapBinding,
     Component,
@@ -803,6 +804,9 @@ class _Differ:
                 self.mqtt(path, o, n)
             elif isinstance(o, CoapBinding):
                 self.points(f"{path}.points", o.points, n.points, _COAP_POINT)
+                self.points(
+                    f"{path}.services", o.services, n.services, _COAP_SERVICE, "service", "request"
+                )
         self.reporting("bindings.reporting", old.reporting, new.reporting)
 
     def points(
@@ -863,6 +867,35 @@ class _Differ:
     def bacnet(self, path: str, old: BacnetBinding, new: BacnetBinding) -> None:
         self.by_policy(path, old, new, _BACNET_BINDING)
         self.points(f"{path}.points", old.points, new.points, _BACNET_POINT)
+        self.write_sequences(f"{path}.services", old.services, new.services)
+
+    def write_sequences(
+        self, path: str, old: Iterable[BacnetServiceWrite], new: Iterable[BacnetServiceWrite]
+    ) -> None:
+        """A service's writes are an ordered sequence: compared per service, as a whole."""
+
+        def by_service(writes: Iterable[BacnetServiceWrite]) -> dict[str, tuple[Any, ...]]:
+            out: dict[str, tuple[Any, ...]] = {}
+            for write in writes:
+                out[write.service] = (*out.get(write.service, ()), write)
+            return out
+
+        before, after = by_service(old), by_service(new)
+        for service in sorted(before.keys() | after.keys()):
+            o, n = before.get(service), after.get(service)
+            p = f"{path}[{service}]"
+            if o == n:
+                continue
+            if n is None:
+                why = "gateways can no longer carry out the service over BACnet"
+                self.add(Severity.MAJOR, p, f"writes of service {service!r} removed", why, o, n)
+            elif o is None:
+                self.add(
+                    Severity.MINOR, p, f"writes of service {service!r} added", "a new mapping", o, n
+                )
+            else:
+                why = "the device would receive different writes"
+                self.add(Severity.MAJOR, p, f"writes of service {service!r} changed", why, o, n)
 
     def mqtt(self, path: str, old: MqttBinding, new: MqttBinding) -> None:
         self.by_policy(path, old, new, _MQTT_BINDING)
@@ -934,7 +967,9 @@ _BACNET_POINT = _policy(
     patch=(*_REPORT_FIELDS, "cov_increment"),
     elsewhere=("property",),
 )
-_BACNET_BINDING = _policy(major=("device_instance",), patch=("use_cov",), elsewhere=("points",))
+_BACNET_BINDING = _policy(
+    major=("device_instance",), patch=("use_cov",), elsewhere=("points", "services")
+)
 _MQTT_POINT = _policy(major=("topic", "path"), patch=_REPORT_FIELDS, elsewhere=("property",))
 _MQTT_ROUTE = _policy(major=("topic", "path"), elsewhere=("event",))
 _MQTT_BINDING = _policy(
@@ -949,6 +984,12 @@ _COAP_POINT = _policy(
     patch=(*_REPORT_FIELDS, "mode"),
     elsewhere=("property",),
 )
+_COAP_SERVICE = _policy(
+    major=("resource", "method", "content_format"),
+    elsewhere=("service",),
+    why_major="the device would receive a different request",
+)
+_COAP_BINDING = _policy(elsewhere=("points", "services"))
 _REPORT_POLICY = _policy(
     patch=("poll_interval_s", "on_change", "deadband", "deadband_mode", "heartbeat_s")
 )

@@ -24,12 +24,15 @@ __all__ = [
     "Access",
     "BacnetBinding",
     "BacnetPoint",
+    "BacnetServiceWrite",
     "Bindings",
     "ByteOrder",
     "CallType",
     "CoapBinding",
+    "CoapMethod",
     "CoapMode",
     "CoapPoint",
+    "CoapService",
     "Component",
     "ContentFormat",
     "DataSchema",
@@ -504,10 +507,26 @@ class BacnetPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class BacnetServiceWrite:
+    """One WriteProperty of a service (a service runs its writes in binding order): ``value``
+    fixed, taken from input ``param``, or Null with ``relinquish`` (release ``priority``)."""
+
+    service: str
+    object_type: str
+    instance: int
+    property_id: str = "present-value"
+    value: int | float | bool | str | None = None
+    param: str | None = None
+    priority: int | None = None
+    relinquish: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class BacnetBinding:
     device_instance: int | None = None
     points: tuple[BacnetPoint, ...] = ()
     use_cov: bool = True
+    services: tuple[BacnetServiceWrite, ...] = ()
 
 
 # --------------------------------------------------------------------------- MQTT
@@ -568,9 +587,26 @@ class CoapPoint:
     report: ReportPolicy | None = None
 
 
+class CoapMethod(StrEnum):
+    POST = "post"
+    PUT = "put"
+
+
+@dataclass(frozen=True, slots=True)
+class CoapService:
+    """A service carried out as one request to ``resource``: the inputs as the payload, the
+    reply's map (or text, for one output) as the outputs."""
+
+    service: str
+    resource: str
+    method: CoapMethod = CoapMethod.POST
+    content_format: ContentFormat = ContentFormat.JSON
+
+
 @dataclass(frozen=True, slots=True)
 class CoapBinding:
     points: tuple[CoapPoint, ...] = ()
+    services: tuple[CoapService, ...] = ()
 
 
 # --------------------------------------------------------------------------- the model

@@ -25,6 +25,9 @@ Contract:
 - **Writes** raise: :class:`BacnetConfigError` for a property without a point or read-only in
   the model, :class:`BacnetMappingError` for a value that does not fit, and the transport
   errors of :mod:`.errors`.
+- **Services** (``bindings.bacnet.services``) run as WriteProperty requests in binding order:
+  a fixed value, an input's value typed like a property write, or Null to relinquish a
+  priority; :meth:`invoke` returns ``{}``.
 - Errors are translated once, in :mod:`.stack`; diagnostics count every request.
 """
 
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bacpypes3.basetypes import ErrorType  # type: ignore[import-untyped]
-from bacpypes3.primitivedata import ObjectIdentifier  # type: ignore[import-untyped]
+from bacpypes3.primitivedata import Atomic, ObjectIdentifier  # type: ignore[import-untyped]
 
 from protocol_adapters.bacnet.errors import (
     BacnetAbortResponse,
@@ -50,7 +53,9 @@ from protocol_adapters.bacnet.errors import (
 )
 from protocol_adapters.bacnet.mapping import (
     ObjectId,
+    ServiceWrite,
     check_priority,
+    compile_service_writes,
     parse_property_ref,
     point_object_id,
     quality_of,
@@ -156,6 +161,8 @@ class BacnetDriver:
         self.cov_lifetime_s = cov_lifetime_s
         self.offline_after = max(1, offline_after)
         self.points = compile_points(binding, model)
+        #: the binding's service writes by service id, in the order they run
+        self.services: dict[str, tuple[ServiceWrite, ...]] = compile_service_writes(binding, model)
         self._by_name = {p.name: p for p in self.points}
         self._pollable = frozenset(self._by_name)
         self.diagnostics = DiagnosticState()
@@ -232,7 +239,31 @@ class BacnetDriver:
         await self.close()
 
     async def invoke(self, service_id: str, args: Mapping[str, object]) -> dict[str, object]:
-        raise BacnetConfigError(f"{service_id}: BACnet services are not supported")
+        """Carry out a service the binding maps to WriteProperty requests, one after the
+        other in binding order (every value is checked before the first is sent); a failed
+        write stops the service there.
+
+        Returns ``{}``: WriteProperty answers nothing to map to outputs. Raises
+        :class:`BacnetConfigError` for a service the binding does not map,
+        :class:`BacnetMappingError` for a missing or unfit input, and the transport errors.
+        """
+        writes = self.services.get(service_id)
+        if writes is None:
+            raise BacnetConfigError(
+                f"{service_id}: no BACnet service write for it in the binding ({self.endpoint})"
+            )
+        values = [write.bacnet_value(args) for write in writes]
+        for write, value in zip(writes, values, strict=True):
+            priority = "" if write.priority is None else f" priority {write.priority}"
+            await self._write_property(
+                write.object_id,
+                write.property_id,
+                write.array_index,
+                value,
+                write.priority,
+                f"WriteProperty {self.endpoint} {write.where}{priority}",
+            )
+        return {}
 
     # ------------------------------------------------------------------ requests
 
@@ -411,24 +442,32 @@ class BacnetDriver:
             raise BacnetConfigError(f"{point.where}: read-only in the model")
         chosen = check_priority(priority or point.priority or 16, f"{point.where}: priority")
         bacnet_value = to_bacnet_value(value, point.schema, point.object_id.type, point.where)
-        app = self._require_app()
         what = f"WriteProperty {self.endpoint} {point.where} priority {chosen}"
-        await self._counted(
-            lambda: self.stack.call(
-                app.write_property(
-                    self._address,
-                    ObjectIdentifier(str(point.object_id)),
-                    point.property_id,
-                    bacnet_value,
-                    point.array_index,
-                    chosen,
-                ),
-                what,
-            )
+        await self._write_property(
+            point.object_id, point.property_id, point.array_index, bacnet_value, chosen, what
         )
         if not read_back:
             return None
         return (await self.read_points([property_id]))[property_id]
+
+    async def _write_property(
+        self,
+        oid: ObjectId,
+        prop: str,
+        index: int | None,
+        value: Atomic,
+        priority: int | None,
+        what: str,
+    ) -> None:
+        app = self._require_app()
+        await self._counted(
+            lambda: self.stack.call(
+                app.write_property(
+                    self._address, ObjectIdentifier(str(oid)), prop, value, index, priority
+                ),
+                what,
+            )
+        )
 
     async def relinquish(self, property_id: str, priority: int | None = None) -> None:
         """Write Null at ``priority``: the object falls back to a lower priority."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from bacpypes3.basetypes import (  # type: ignore[import-untyped]
@@ -48,6 +48,7 @@ from thing_models.model import (
     Access,
     BacnetBinding,
     BacnetPoint,
+    BacnetServiceWrite,
     Bindings,
     DataSchema,
     DataType,
@@ -63,8 +64,11 @@ __all__ = [
     "DiscoveredDevice",
     "DiscoveredObject",
     "ObjectId",
+    "ServiceWrite",
     "check_priority",
+    "compile_service_writes",
     "draft_model",
+    "fixed_bacnet_value",
     "parse_object_id",
     "parse_property_ref",
     "point_object_id",
@@ -364,6 +368,89 @@ def _by_type(value: Any, where: str) -> Atomic:
     if isinstance(value, float):
         return Real(value)
     return CharacterString(str(value))
+
+
+# --------------------------------------------------------------------------- services
+
+_FIXED_TYPES: Final = {bool: DataType.BOOL, int: DataType.INT64, float: DataType.DOUBLE}
+
+
+def fixed_bacnet_value(value: object, object_type: str, where: str) -> Atomic:
+    """The BACnet value of a binding's fixed service value: a bool (or ``active`` /
+    ``inactive`` for binary objects), a number or a string, typed for ``object_type``."""
+    if isinstance(value, str) and object_type in _BINARY and value in ("active", "inactive"):
+        value = value == "active"
+    kind = DataType.TEXT if isinstance(value, str) else _FIXED_TYPES.get(type(value))
+    if kind is None:
+        raise BacnetMappingError(f"{where}: a fixed value must be a scalar, got {_show(value)}")
+    return to_bacnet_value(value, DataSchema(kind), object_type, where)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceWrite:
+    """One compiled WriteProperty of a service: the target, and a fixed value (Null to
+    relinquish) or the input whose value is written."""
+
+    service: str
+    object_id: ObjectId
+    property_id: str
+    array_index: int | None
+    priority: int | None
+    value: Atomic | None = None
+    param: str | None = None
+    schema: DataSchema | None = None
+
+    @property
+    def where(self) -> str:
+        index = "" if self.array_index is None else f"[{self.array_index}]"
+        return f"{self.service} ({self.object_id} {self.property_id}{index})"
+
+    def bacnet_value(self, args: Mapping[str, object]) -> Atomic:
+        """The value to write for the call's ``args``; raises :class:`BacnetMappingError`
+        for a missing or unfit input."""
+        if self.value is not None:
+            return self.value
+        if self.param is None or self.schema is None:
+            raise BacnetConfigError(f"{self.where}: neither a value nor an input to write")
+        if self.param not in args or args[self.param] is None:
+            raise BacnetMappingError(f"{self.where}: input {self.param!r} is missing")
+        where = f"{self.where}: input {self.param!r}"
+        return to_bacnet_value(args[self.param], self.schema, self.object_id.type, where)
+
+
+def _service_write(write: BacnetServiceWrite, model: ThingModel) -> ServiceWrite:
+    where = f"service {write.service}"
+    service = model.service(write.service)
+    if service is None:
+        raise BacnetConfigError(f"{where}: the model has no such service")
+    oid = parse_object_id(f"{write.object_type},{write.instance}", f"{where}: object_type")
+    prop, index = parse_property_ref(write.property_id, f"{where}: property_id")
+    priority = None
+    if write.priority is not None:
+        priority = check_priority(write.priority, f"{where}: priority")
+    given = sum((write.value is not None, write.param is not None, write.relinquish))
+    if given != 1:
+        raise BacnetConfigError(f"{where}: give exactly one of value, param or relinquish")
+    base = ServiceWrite(write.service, oid, prop, index, priority)
+    if write.relinquish:
+        return replace(base, value=Null(()))
+    if write.param is not None:
+        field = next((f for f in service.inputs if f.id == write.param), None)
+        if field is None:
+            raise BacnetConfigError(f"{where}: {write.param!r} is not an input of the service")
+        return replace(base, param=write.param, schema=field.schema)
+    return replace(base, value=fixed_bacnet_value(write.value, oid.type, base.where))
+
+
+def compile_service_writes(
+    binding: BacnetBinding, model: ThingModel
+) -> dict[str, tuple[ServiceWrite, ...]]:
+    """The binding's service writes by service id, in binding order; raises
+    :class:`BacnetConfigError` (or :class:`BacnetMappingError` for an unfit fixed value)."""
+    services: dict[str, list[ServiceWrite]] = {}
+    for write in binding.services:
+        services.setdefault(write.service, []).append(_service_write(write, model))
+    return {name: tuple(writes) for name, writes in services.items()}
 
 
 # --------------------------------------------------------------------------- drafts

@@ -2,11 +2,11 @@
 
 Each bound object becomes a bacpypes3 local object: inputs are read-only (a write answers
 ``property:write-access-denied``), outputs and values are commandable (priority array,
-relinquish default); analog inputs wander around their starting value; COV is served by
-bacpypes3. Test switches: ``reject_rpm`` makes the device reject ReadPropertyMultiple (an
-old controller), ``reject_cov`` rejects SubscribeCOV, ``faults`` sets the fault flag and
-reliability ``over-range`` on the named objects, ``bbmd`` makes the device a BBMD that
-accepts foreign-device registrations.
+relinquish default), and so are the objects the binding's service writes name; analog inputs
+wander around their starting value; COV is served by bacpypes3. Test switches: ``reject_rpm``
+makes the device reject ReadPropertyMultiple (an old controller), ``reject_cov`` rejects
+SubscribeCOV, ``faults`` sets the fault flag and reliability ``over-range`` on the named
+objects, ``bbmd`` makes the device a BBMD that accepts foreign-device registrations.
 
 Run it in its own process (``python -m protocol_adapters.bacnet.simulator --model FILE
 --address 127.0.0.1:47808 --device-instance 1001``); it prints one ``listening`` line.
@@ -190,6 +190,18 @@ class BacnetSimulator:
                 self._specs.setdefault(oid, _Spec(f"{oid.type}-{oid.instance}"))
                 continue
             self._specs[oid] = _Spec(prop.id, prop.title, prop.schema, point.cov_increment)
+        for write in binding.services:
+            # a service's target exists (commandable unless it is an input), typed by the
+            # input it takes when no point describes it
+            oid = parse_object_id(f"{write.object_type},{write.instance}", write.service)
+            service = model.service(write.service)
+            field = next(
+                (f for f in (service.inputs if service else ()) if f.id == write.param), None
+            )
+            self._specs.setdefault(
+                oid,
+                _Spec(f"{oid.type}-{oid.instance}", write.service, field.schema if field else None),
+            )
 
     def _make_object(self, oid: ObjectId, spec: _Spec) -> Any:
         schema, cov = spec.schema, spec.cov_increment

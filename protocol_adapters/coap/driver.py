@@ -26,8 +26,14 @@ Contract:
   ``offline_after`` consecutive timeouts.
 - Requests are confirmable by default; ``reliable=False`` sends them with
   ``transport_tuning=aiocoap.Unreliable`` (NON).
-- Services: POST to the service's resource (``extensions: {x-coap: {resource: /x}}`` on the
-  service, default ``/<service id>``), inputs as a JSON map, outputs from the reply's map.
+- Services: ``bindings.coap.services`` name each service's resource, method (POST or PUT) and
+  content format. The inputs go out as a map (JSON or CBOR; checked against the model's
+  input schemas; a ``text`` payload carries the one input's value), and the reply becomes
+  the model's outputs: the members of the reply's map named by output ids (or the text of
+  the one output), each checked against its schema, a required one missing or unfit being
+  :class:`CoapPayloadError`. A service without a binding entry falls back to the older
+  convention: POST to ``extensions: {x-coap: {resource: /x}}`` on the service (default
+  ``/<service id>``), the arguments as a JSON map, the reply's map as the outputs.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiocoap  # type: ignore[import-untyped]
@@ -47,8 +54,10 @@ from protocol_adapters.coap.errors import (
     CoapConfigError,
     CoapConnectionError,
     CoapError,
+    CoapPayloadError,
     CoapTimeoutError,
     CoapTransportError,
+    CoapValueError,
 )
 from protocol_adapters.coap.mapping import (
     CONTENT_FORMAT_NUMBERS,
@@ -59,14 +68,120 @@ from protocol_adapters.coap.mapping import (
     decode_payload,
     document_outputs,
     encode_payload,
+    from_model,
     point_for,
+    to_model,
 )
-from thing_models.model import CoapBinding, ContentFormat, ThingModel
+from thing_models.messages import Quality
+from thing_models.model import CoapBinding, CoapMethod, ContentFormat, Field, ThingModel
 
-__all__ = ["CoapDriver", "SharedClient"]
+__all__ = ["CoapDriver", "ServiceMapping", "SharedClient", "compile_services"]
 
 _log = logging.getLogger(__name__)
 _DEFAULT_MAX_AGE_S = 60.0  # RFC 7252 section 5.10.5
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceMapping:
+    """One service bound to one request: inputs to a payload, the reply to outputs. Without
+    a model (``checked`` false) the arguments go out and the reply's map comes back as is."""
+
+    service: str
+    resource: str
+    method: CoapMethod
+    content_format: ContentFormat
+    inputs: tuple[Field, ...] = ()
+    outputs: tuple[Field, ...] = ()
+    checked: bool = True
+
+    @property
+    def where(self) -> str:
+        return f"{self.service} ({self.method.value.upper()} {self.resource})"
+
+    def encode(self, args: Mapping[str, object]) -> bytes:
+        """The request body for ``args``; raises :class:`CoapValueError` for a missing,
+        unknown or unfit input."""
+        if not self.checked:
+            return encode_payload(dict(args), self.content_format)
+        known = {f.id for f in self.inputs}
+        unknown = sorted(str(k) for k in args if k not in known)
+        if unknown:
+            raise CoapValueError(f"{self.where}: {unknown[0]!r} is not an input of the service")
+        document: dict[str, Any] = {}
+        for item in self.inputs:
+            value = args.get(item.id)
+            if value is None:
+                if item.required:
+                    raise CoapValueError(f"{self.where}: input {item.id!r} is missing")
+                continue
+            document[item.id] = from_model(value, item.schema, f"{self.where}: input {item.id!r}")
+        if self.content_format is ContentFormat.TEXT:
+            values = list(document.values())
+            return encode_payload(values[0], ContentFormat.TEXT) if values else b""
+        return encode_payload(document, self.content_format)
+
+    def decode(
+        self, payload: bytes, fmt: ContentFormat | None, max_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> dict[str, object]:
+        """The outputs in a reply (``fmt``: its Content-Format, None: the binding's); raises
+        :class:`CoapPayloadError` for a reply that does not decode or does not fit."""
+        fmt = fmt or self.content_format
+        if not self.checked:
+            if not payload:
+                return {}
+            return document_outputs(decode_payload(payload, fmt, max_bytes), self.where)
+        if not self.outputs:
+            return {}
+        document: Any = decode_payload(payload, fmt, max_bytes) if payload else None
+        if fmt is ContentFormat.TEXT and document is not None:
+            document = {self.outputs[0].id: document}
+        if document is None:
+            document = {}
+        if not isinstance(document, Mapping):
+            raise CoapPayloadError(f"{self.where}: reply is not a map of outputs")
+        result: dict[str, object] = {}
+        for item in self.outputs:
+            if item.id not in document:
+                if item.required:
+                    raise CoapPayloadError(f"{self.where}: reply has no output {item.id!r}")
+                continue
+            reading = to_model(document[item.id], item.schema, from_text=fmt is ContentFormat.TEXT)
+            if reading.quality is not Quality.GOOD:
+                raise CoapPayloadError(f"{self.where}: output {item.id!r}: {reading.reason}")
+            result[item.id] = reading.value
+        return result
+
+
+def compile_services(binding: CoapBinding, model: ThingModel | None) -> dict[str, ServiceMapping]:
+    """The binding's services by id; raises :class:`CoapConfigError` for a service the model
+    does not have, a resource that is not an absolute path, or one bound twice."""
+    services: dict[str, ServiceMapping] = {}
+    for call in binding.services:
+        where = f"service {call.service}"
+        if not call.resource.startswith("/") or " " in call.resource:
+            raise CoapConfigError(f"{where}: resource {call.resource!r} is not an absolute path")
+        if call.service in services:
+            raise CoapConfigError(f"{where}: bound twice")
+        mapping = ServiceMapping(
+            call.service, call.resource, call.method, call.content_format, checked=False
+        )
+        if model is not None:
+            service = model.service(call.service)
+            if service is None:
+                raise CoapConfigError(f"{where}: no such service in {model.ref}")
+            text = call.content_format is ContentFormat.TEXT
+            if text and (len(service.inputs) > 1 or len(service.outputs) > 1):
+                raise CoapConfigError(f"{where}: a text payload carries one input and one output")
+            mapping = ServiceMapping(
+                call.service,
+                call.resource,
+                call.method,
+                call.content_format,
+                service.inputs,
+                service.outputs,
+            )
+        services[call.service] = mapping
+    return services
 
 
 class SharedClient:
@@ -126,6 +241,7 @@ class CoapDriver:
         self.reobserve_delay_s = reobserve_delay_s
         self.max_payload_bytes = max_payload_bytes
         self.resources = compile_binding(binding, model)
+        self.services = compile_services(binding, model)
         self.diagnostics = DiagnosticState()
         self._tuning = aiocoap.Reliable if reliable else aiocoap.Unreliable
         self._client = client or SharedClient()
@@ -351,15 +467,22 @@ class CoapDriver:
         return resource.decode(response.payload, self.max_payload_bytes)[property_id]
 
     async def invoke(self, service_id: str, args: Mapping[str, object]) -> dict[str, object]:
-        """POST ``args`` (a JSON map) to the service's resource; returns the reply's map."""
+        """Call a service: the request its binding names (or the ``x-coap`` fallback); returns
+        its outputs. Raises :class:`CoapConfigError`, :class:`CoapValueError` (inputs),
+        :class:`CoapPayloadError` (the reply) and the transport errors."""
+        mapping = self.services.get(service_id) or self._fallback_service(service_id)
+        payload = mapping.encode(args)
+        code = aiocoap.PUT if mapping.method is CoapMethod.PUT else aiocoap.POST
+        response = await self._request(code, mapping.resource, payload, mapping.content_format)
+        fmt = _FORMATS.get(response.opt.content_format)
+        return mapping.decode(response.payload, fmt, self.max_payload_bytes)
+
+    def _fallback_service(self, service_id: str) -> ServiceMapping:
+        """A service without a binding entry: POST JSON to its ``x-coap`` resource."""
         resource = self._service_resource(service_id)
-        payload = encode_payload(dict(args), ContentFormat.JSON)
-        response = await self._request(aiocoap.POST, resource, payload, ContentFormat.JSON)
-        fmt = _FORMATS.get(response.opt.content_format, ContentFormat.JSON)
-        if not response.payload:
-            return {}
-        document = decode_payload(response.payload, fmt, self.max_payload_bytes)
-        return document_outputs(document, f"{service_id} ({resource})")
+        return ServiceMapping(
+            service_id, resource, CoapMethod.POST, ContentFormat.JSON, checked=False
+        )
 
     def _service_resource(self, service_id: str) -> str:
         service = None

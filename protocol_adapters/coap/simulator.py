@@ -16,9 +16,11 @@ path) in the resource's content format; large documents go out block-wise (aioco
 A resource with a writable (``access: rw``) point takes PUT (a document in its content
 format, merged into the current one; 4.00 when it does not decode, 4.05 when nothing on it
 is writable). ``max_age_s`` sets the Max-Age of every answer (observers expect a notification
-within it). Every model service answers POST at its ``x-coap`` resource (default
-``/<service id>``) with plausible outputs. Read-only values move by a seeded random walk on
-:meth:`tick` (or every ``tick_ms``); a change notifies the resource's observers.
+within it). Every model service answers at the resource, method and content format of its
+``bindings.coap.services`` entry (a service without one: POST JSON at its ``x-coap`` resource,
+default ``/<service id>``) with plausible outputs; another method answers 4.05. Read-only
+values move by a seeded random walk on :meth:`tick` (or every ``tick_ms``); a change notifies
+the resource's observers.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ from protocol_adapters.coap.mapping import (
     from_model,
     point_for,
 )
-from thing_models.model import CoapBinding, ContentFormat, DataSchema, DataType, ThingModel
+from thing_models.model import (
+    CoapBinding,
+    CoapMethod,
+    ContentFormat,
+    DataSchema,
+    DataType,
+    ThingModel,
+)
 
 __all__ = ["CoapSimulator", "plausible_value"]
 
@@ -178,26 +187,48 @@ class _Resource(coap_resource.ObservableResource):  # type: ignore[misc]
 
 
 class _Service(coap_resource.Resource):  # type: ignore[misc]
-    def __init__(self, outputs: Mapping[str, DataSchema], rng: random.Random) -> None:
+    """A service resource: takes its method (others: 4.05) and payload format (4.00 when the
+    payload does not decode), records the arguments and answers plausible outputs."""
+
+    def __init__(
+        self,
+        outputs: Mapping[str, DataSchema],
+        rng: random.Random,
+        method: CoapMethod = CoapMethod.POST,
+        content_format: ContentFormat = ContentFormat.JSON,
+    ) -> None:
         super().__init__()
         self.outputs = outputs
         self.rng = rng
+        self.method = method
+        self.content_format = content_format
         self.calls: list[Any] = []
 
     async def render_post(self, request: Any) -> Any:
+        return self._call(request, CoapMethod.POST)
+
+    async def render_put(self, request: Any) -> Any:
+        return self._call(request, CoapMethod.PUT)
+
+    def _call(self, request: Any, method: CoapMethod) -> Any:
+        if method is not self.method:
+            return aiocoap.Message(code=aiocoap.METHOD_NOT_ALLOWED)
+        fmt = self.content_format
         try:
-            args = decode_payload(request.payload, ContentFormat.JSON) if request.payload else {}
+            args = decode_payload(request.payload, fmt) if request.payload else {}
         except CoapError as exc:
             return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=str(exc).encode()[:200])
         self.calls.append(args)
-        reply = {
+        reply: Any = {
             name: True if name == "ok" else plausible_value(schema, self.rng, name)
             for name, schema in self.outputs.items()
         }
+        if fmt is ContentFormat.TEXT:
+            reply = next(iter(reply.values()), "")
         return aiocoap.Message(
             code=aiocoap.CHANGED,
-            payload=encode_payload(reply, ContentFormat.JSON),
-            content_format=CONTENT_FORMAT_NUMBERS[ContentFormat.JSON],
+            payload=encode_payload(reply, fmt) if self.outputs else b"",
+            content_format=CONTENT_FORMAT_NUMBERS[fmt],
         )
 
 
@@ -233,11 +264,23 @@ class CoapSimulator:
             self.resources[mapping.resource] = _Resource(mapping, document)
             self.resources[mapping.resource].max_age_s = max_age_s
         self.services: dict[str, _Service] = {}
+        bound = {call.service: call for call in binding.services}
         for service in model.services:
+            outputs = {f.id: f.schema for f in service.outputs}
+            call = bound.get(service.id)
+            if call is not None:
+                if call.resource in self.resources:
+                    raise CoapConfigError(
+                        f"service {service.id}: {call.resource} also serves points; the "
+                        "simulator needs a resource of its own for a service"
+                    )
+                self.services[call.resource] = _Service(
+                    outputs, self._rng, call.method, call.content_format
+                )
+                continue
             ext = service.extensions.get("x-coap")
             where = ext.get("resource") if isinstance(ext, Mapping) else None
             path = where if isinstance(where, str) else "/" + service.id.replace(":", "/")
-            outputs = {f.id: f.schema for f in service.outputs}
             self.services[path] = _Service(outputs, self._rng)
         self._context: Any = None
         self._ticker: asyncio.Task[None] | None = None

@@ -33,6 +33,7 @@ from thing_models.model import (
     CoapBinding,
     CoapMode,
     CoapPoint,
+    CoapService,
     Component,
     ContentFormat,
     DataSchema,
@@ -790,6 +791,8 @@ def test_policies_classify_every_binding_field() -> None:
         MqttEventRoute: diff_module._MQTT_ROUTE,
         MqttBinding: diff_module._MQTT_BINDING,
         CoapPoint: diff_module._COAP_POINT,
+        CoapService: diff_module._COAP_SERVICE,
+        CoapBinding: diff_module._COAP_BINDING,
         ReportPolicy: diff_module._REPORT_POLICY,
     }
     for cls, policy in classes.items():
@@ -1144,3 +1147,52 @@ def test_step_changes_follow_the_grid(old: int | None, new: int | None, scale: i
     else:
         expected = MINOR if old % new == 0 else MAJOR
     assert d.required is expected
+
+
+def test_bacnet_and_coap_service_bindings_are_compared() -> None:
+    from pathlib import Path
+
+    from thing_models.yaml_format import load_model_file
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "models"
+    ahu = load_model_file(examples / "air-handling-unit.yaml")
+    bacnet = ahu.bindings.bacnet
+    assert bacnet is not None
+    multi = [
+        s
+        for s in {w.service for w in bacnet.services}
+        if sum(w.service == s for w in bacnet.services) > 1
+    ]
+    assert multi, "the example has a service of several writes"
+    service = sorted(multi)[0]
+    mine = [w for w in bacnet.services if w.service == service]
+    others = [w for w in bacnet.services if w.service != service]
+
+    def with_writes(writes: list[Any]) -> ThingModel:
+        return replace(
+            ahu, bindings=replace(ahu.bindings, bacnet=replace(bacnet, services=tuple(writes)))
+        )
+
+    reordered = diff_models(ahu, with_writes([*others, *reversed(mine)]))
+    assert [(c.severity, c.path) for c in reordered.changes] == [
+        (Severity.MAJOR, f"bindings.bacnet.services[{service}]")
+    ]
+    assert "changed" in reordered.changes[0].description
+    dropped = diff_models(ahu, with_writes(others))
+    assert [c.severity for c in dropped.changes] == [Severity.MAJOR]
+    assert diff_models(with_writes(others), ahu).changes[0].severity is Severity.MINOR
+
+    parking = load_model_file(examples / "parking-space-sensor.yaml")
+    coap = parking.bindings.coap
+    assert coap is not None
+    assert coap.services
+    moved = replace(coap.services[0], resource="/elsewhere")
+    changed = replace(
+        parking,
+        bindings=replace(
+            parking.bindings, coap=replace(coap, services=(moved, *coap.services[1:]))
+        ),
+    )
+    (change,) = diff_models(parking, changed).changes
+    assert change.severity is Severity.MAJOR
+    assert change.path.startswith("bindings.coap.services[")
