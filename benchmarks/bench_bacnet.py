@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bacpypes3.primitivedata import ObjectIdentifier  # type: ignore[import-untyped]
+from bacpypes3.primitivedata import ObjectIdentifier
 from benchlib import machine
 
 from protocol_adapters.bacnet.driver import BacnetDriver

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiocoap  # type: ignore[import-untyped]
+import aiocoap
 import cbor2
 from benchlib import machine
 

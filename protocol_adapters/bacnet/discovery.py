@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from bacpypes3.primitivedata import ObjectIdentifier  # type: ignore[import-untyped]
+from bacpypes3.primitivedata import ObjectIdentifier
 
 from protocol_adapters.bacnet.errors import (
     BacnetConfigError,

@@ -39,8 +39,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bacpypes3.basetypes import ErrorType  # type: ignore[import-untyped]
-from bacpypes3.primitivedata import Atomic, ObjectIdentifier  # type: ignore[import-untyped]
+from bacpypes3.basetypes import ErrorType
+from bacpypes3.primitivedata import Atomic, ObjectIdentifier
 
 from protocol_adapters.bacnet.errors import (
     BacnetAbortResponse,

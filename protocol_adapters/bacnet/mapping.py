@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from bacpypes3.basetypes import (  # type: ignore[import-untyped]
+from bacpypes3.basetypes import (
     BinaryPV,
     ObjectType,
     PropertyIdentifier,
 )
-from bacpypes3.primitivedata import (  # type: ignore[import-untyped]
+from bacpypes3.primitivedata import (
     Atomic,
     BitString,
     Boolean,

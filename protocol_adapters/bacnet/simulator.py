@@ -26,28 +26,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bacpypes3.app import Application  # type: ignore[import-untyped]
-from bacpypes3.basetypes import BDTEntry, IPMode  # type: ignore[import-untyped]
-from bacpypes3.errors import PropertyError, UnrecognizedService  # type: ignore[import-untyped]
-from bacpypes3.local.analog import (  # type: ignore[import-untyped]
+from bacpypes3.app import Application
+from bacpypes3.basetypes import BDTEntry, IPMode
+from bacpypes3.errors import PropertyError, UnrecognizedService
+from bacpypes3.local.analog import (
     AnalogInputObject,
     AnalogOutputObject,
     AnalogValueObjectCmd,
 )
-from bacpypes3.local.binary import (  # type: ignore[import-untyped]
+from bacpypes3.local.binary import (
     BinaryInputObject,
     BinaryOutputObject,
     BinaryValueObject,
 )
-from bacpypes3.local.cmd import Commandable  # type: ignore[import-untyped]
-from bacpypes3.local.cov import GenericCriteria  # type: ignore[import-untyped]
-from bacpypes3.local.device import DeviceObject  # type: ignore[import-untyped]
-from bacpypes3.local.multistate import (  # type: ignore[import-untyped]
+from bacpypes3.local.cmd import Commandable
+from bacpypes3.local.cov import GenericCriteria
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.multistate import (
     MultiStateInputObject,
     MultiStateOutputObject,
     MultiStateValueObject,
 )
-from bacpypes3.local.networkport import NetworkPortObject  # type: ignore[import-untyped]
+from bacpypes3.local.networkport import NetworkPortObject
 
 from protocol_adapters.bacnet.errors import BacnetConfigError, BacnetError
 from protocol_adapters.bacnet.mapping import (

@@ -15,17 +15,17 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from bacpypes3.apdu import (  # type: ignore[import-untyped]
+from bacpypes3.apdu import (
     AbortPDU,
     ErrorPDU,
     ErrorRejectAbortNack,
     RejectPDU,
 )
-from bacpypes3.app import Application  # type: ignore[import-untyped]
-from bacpypes3.basetypes import HostNPort, IPMode  # type: ignore[import-untyped]
-from bacpypes3.local.device import DeviceObject  # type: ignore[import-untyped]
-from bacpypes3.local.networkport import NetworkPortObject  # type: ignore[import-untyped]
-from bacpypes3.pdu import Address  # type: ignore[import-untyped]
+from bacpypes3.app import Application
+from bacpypes3.basetypes import HostNPort, IPMode
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
+from bacpypes3.pdu import Address
 
 from protocol_adapters.bacnet.errors import (
     BacnetAbortResponse,

@@ -46,7 +46,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiocoap  # type: ignore[import-untyped]
+import aiocoap
 from aiocoap import error as coap_error
 
 from protocol_adapters.base import DiagnosticState, Reading, Update, UpdateSink

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiocoap  # type: ignore[import-untyped]
+import aiocoap
 from aiocoap import resource as coap_resource
 
 from protocol_adapters.coap.errors import CoapConfigError, CoapError

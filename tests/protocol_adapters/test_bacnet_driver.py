@@ -345,7 +345,7 @@ def test_bad_driver_configuration() -> None:
 
 
 def test_translation_of_library_errors() -> None:
-    from bacpypes3.apdu import (  # type: ignore[import-untyped]
+    from bacpypes3.apdu import (
         AbortPDU,
         AbortReason,
         RejectPDU,

@@ -7,8 +7,8 @@ import math
 from typing import Any
 
 import pytest
-from bacpypes3.basetypes import BinaryPV, StatusFlags  # type: ignore[import-untyped]
-from bacpypes3.primitivedata import (  # type: ignore[import-untyped]
+from bacpypes3.basetypes import BinaryPV, StatusFlags
+from bacpypes3.primitivedata import (
     BitString,
     Boolean,
     CharacterString,

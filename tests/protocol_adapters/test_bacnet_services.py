@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from bacpypes3.basetypes import BinaryPV  # type: ignore[import-untyped]
-from bacpypes3.primitivedata import (  # type: ignore[import-untyped]
+from bacpypes3.basetypes import BinaryPV
+from bacpypes3.primitivedata import (
     Atomic,
     CharacterString,
     Null,
