@@ -131,8 +131,10 @@ class _Device:
     task_errors: int = 0
     last_error: str = ""
     poll_now: asyncio.Event = field(default_factory=asyncio.Event)
-    #: the latest reading of each property, with its acquisition time (admin ``read``)
-    latest: dict[str, tuple[int, Reading]] = field(default_factory=dict)
+    #: the latest reading of each property, and its acquisition time (admin ``read``); two
+    #: dicts updated whole per poll, so the hot path allocates nothing per value
+    latest: dict[str, Reading] = field(default_factory=dict)
+    latest_ms: dict[str, int] = field(default_factory=dict)
     #: desired state from the registry not yet applied (the device task applies it)
     desired: dict[str, object] = field(default_factory=dict)
     desired_revision: int = 0
@@ -536,8 +538,8 @@ class EdgeAgent:
     async def _deliver(self, dev: _Device, ts_ms: int, readings: Mapping[str, Reading]) -> None:
         builder = dev.builder
         assert builder is not None
-        for name, reading in readings.items():
-            dev.latest[name] = (ts_ms, reading)
+        dev.latest.update(readings)
+        dev.latest_ms.update(dict.fromkeys(readings, ts_ms))
         messages = builder.build(
             dev.config.id, ts_ms, readings, report_filter=self._filter, policy_for=dev.policies
         )
@@ -554,8 +556,8 @@ class EdgeAgent:
             return
         messages: list[Message] = []
         if update.readings:
-            for name, reading in update.readings.items():
-                dev.latest[name] = (update.ts_ms, reading)
+            dev.latest.update(update.readings)
+            dev.latest_ms.update(dict.fromkeys(update.readings, update.ts_ms))
             messages.extend(
                 builder.build(
                     dev.config.id,
@@ -715,12 +717,13 @@ class EdgeAgent:
             readings = await driver.read_points(frozenset((property_id,)))
             reading = readings.get(property_id)
             if reading is not None:
-                dev.latest[property_id] = (ts_ms, reading)
+                dev.latest[property_id] = reading
+                dev.latest_ms[property_id] = ts_ms
                 return ts_ms, reading
         latest = dev.latest.get(property_id)
         if latest is None:
             raise AgentCommandError(f"device {device_id}: no value of {property_id!r} yet")
-        return latest
+        return dev.latest_ms[property_id], latest
 
     async def write_property(self, device_id: str, property_id: str, value: object) -> object:
         """Write one property (checked against the model first) and return the value read
@@ -809,11 +812,7 @@ class EdgeAgent:
         next poll."""
         for name, value in list(dev.desired.items()):
             latest = dev.latest.get(name)
-            if (
-                latest is not None
-                and latest[1].quality is Quality.GOOD
-                and latest[1].value == value
-            ):
+            if latest is not None and latest.quality is Quality.GOOD and latest.value == value:
                 del dev.desired[name]
                 continue
             try:
