@@ -88,7 +88,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -779,6 +779,21 @@ class Outbox:
                     messages = tuple(m for _, m in self._decode(rows))
                     out.append(OutboxBatch(first, last, messages, seq))
             return out
+
+    def release_sequences(self, sequences: Iterable[int]) -> int:
+        """Forget the assignment of pending batches the registry has never stored (their
+        sequences are above ``Welcome.last_sequence``): their rows go back to be batched again,
+        under new sequences (never these: sequences are not reused). For batches that no
+        longer fit the registry's batch limit. Returns the batches released."""
+        with self._lock:
+            found = [seq for seq in sequences if seq in self._batches]
+            if not found:
+                return 0
+            with self._write() as conn:
+                for seq in found:
+                    conn.execute("DELETE FROM outbox_batches WHERE sequence = ?", (seq,))
+                    del self._batches[seq]
+            return len(found)
 
     def ack_sequence(self, sequence: int) -> int:
         """Delete the rows of batch ``sequence`` (acknowledged by the registry); returns the

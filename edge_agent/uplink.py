@@ -134,10 +134,11 @@ class _Prepared:
 
 
 class _Session:
-    def __init__(self, call: Any, window: int, batch_max: int) -> None:
+    def __init__(self, call: Any, window: int, batch_max: int, stored_up_to: int = 0) -> None:
         self.call = call
         self.window = window
         self.batch_max = batch_max
+        self.stored_up_to = stored_up_to  # Welcome.last_sequence
         self.in_flight: dict[int, tuple[int, float]] = {}  # sequence -> (messages, sent at)
         self.room = asyncio.Event()
         self.write_lock = asyncio.Lock()
@@ -373,7 +374,7 @@ class Uplink:
             await self._io(self.outbox.raise_sequence_floor, welcome.last_sequence)
             window = min(welcome.max_in_flight or 1, self.max_in_flight)
             batch_max = min(self.max_batch_messages, welcome.max_batch_messages or math.inf)
-            session = _Session(call, window, int(batch_max))
+            session = _Session(call, window, int(batch_max), welcome.last_sequence)
             self._session = session
             self._counters.connected = True
             self._counters.sessions += 1
@@ -435,7 +436,7 @@ class Uplink:
         assert self._wake is not None
         for result in self._take_unsent_results():
             await self._write_result(session, result)
-        pending = await self._io(self._prepare_pending)
+        pending = await self._io(self._prepare_pending, session.batch_max, session.stored_up_to)
         for item in pending:
             await self._wait_room(session)
             self._counters.batches_resent += 1
@@ -466,15 +467,31 @@ class Uplink:
         self._counters.batches_sent += 1
         self._counters.messages_sent += item.count
 
-    def _prepare_pending(self) -> list[_Prepared]:
+    def _prepare_pending(self, batch_max: int, stored_up_to: int) -> list[_Prepared]:
         """Worker thread: the pending batches as messages; empty ones (every row quarantined)
-        are acknowledged locally."""
+        are acknowledged locally. When one no longer fits the registry's batch limit (lowered
+        since it was assigned), that batch and every later pending one the registry has not
+        stored (above ``stored_up_to``) are released, so their rows are batched again, in
+        order, under new sequences; one it has stored is acknowledged locally."""
         out: list[_Prepared] = []
-        for batch in self.outbox.pending_batches(protobuf=True):
+        pending = self.outbox.pending_batches(protobuf=True)
+        for index, batch in enumerate(pending):
             assert batch.sequence is not None
-            if not batch.protos:
+            if not batch.protos or (batch.count > batch_max and batch.sequence <= stored_up_to):
                 self.outbox.ack_sequence(batch.sequence)
                 continue
+            if batch.count > batch_max:
+                later = [b.sequence for b in pending[index:] if b.sequence is not None]
+                released = self.outbox.release_sequences(seq for seq in later if seq > stored_up_to)
+                _log.warning(
+                    "uplink %s: %d pending batches from sequence %d exceed the registry's "
+                    "limit of %d messages: batched again",
+                    self.edge_id,
+                    released,
+                    batch.sequence,
+                    batch_max,
+                )
+                break
             out.append(self._prepared(batch, batch.sequence))
         return out
 

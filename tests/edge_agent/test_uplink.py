@@ -17,7 +17,7 @@ from grpc import aio
 
 from cloud_registry.api.v1 import commands_pb2, commands_pb2_grpc, common_pb2, edge_sync_pb2
 from cloud_registry.storage.sqlite import SqliteStorage
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, OutboxBatch
 from edge_agent.uplink import Uplink
 from tests.cloud_registry.edge_client import MODEL_REF, EdgeClient, seed
 from tests.cloud_registry.server_fixtures import running_registry
@@ -313,3 +313,43 @@ def test_a_command_reaches_on_command_and_its_result_returns(
         assert [c.id for c in received] == [command.id]
         assert received[0].device_id == "d1"
         assert uplink.stats.commands == 1
+
+
+def test_pending_batches_over_a_lowered_registry_limit_are_batched_again(
+    storage: SqliteStorage, tmp_path: Path, started: list[RunningUplink]
+) -> None:
+    """Batches assigned under a larger limit: one the registry stored is acknowledged locally,
+    the ones it has not are released and sent again, in order, in batches that fit."""
+    path = tmp_path / "outbox.db"
+    with running_registry(storage) as registry, open_outbox(path) as outbox:
+        outbox.append([report("d1", n) for n in range(30)])
+        stored = outbox.next_batch(12)
+        assert stored is not None
+        stored_seq = outbox.assign_sequence(stored)
+
+        async def send() -> edge_sync_pb2.BatchAck:
+            async with EdgeClient(registry.target, EDGE) as edge:
+                await edge.send_batch(stored_seq, list(outbox_protos(stored)))
+                return await edge.wait_ack(stored_seq)
+
+        assert asyncio.run(send()).stored == 12
+        unsent = outbox.next_batch(18)  # assigned, never sent (a crash)
+        assert unsent is not None
+        outbox.assign_sequence(unsent)
+    with (
+        running_registry(storage, sync_max_batch_messages=5) as registry,
+        open_outbox(path) as outbox,
+    ):
+        assert [b.count for b in outbox.pending_batches()] == [12, 18]
+        uplink = make_uplink(registry.target, outbox)
+        started.append(RunningUplink(uplink))
+        wait_until(lambda: outbox.stats().rows == 0)
+        stats = uplink.stats
+        started.pop().stop()
+    assert stats.duplicates == 0
+    assert stats.reconnects == 0  # no batch over the limit was sent
+    assert history(storage, "d1") == [float(n) for n in range(30)]
+
+
+def outbox_protos(batch: OutboxBatch) -> list[Any]:
+    return [to_protobuf(m) for m in batch.messages]
