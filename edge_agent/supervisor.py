@@ -97,8 +97,13 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-#: queued messages above which device tasks wait for the appender
-_QUEUE_HIGH_WATER = 50_000
+#: queued values (parameters, plus one per message) above which device tasks wait for the
+#: appender: bounds the agent's memory while the outbox is slow (a message may carry 500 values)
+_QUEUE_HIGH_WATER = 250_000
+
+
+def _weight(messages: list[Message]) -> int:
+    return len(messages) + sum(len(m.params) for m in messages)
 
 
 class PollObserver(Protocol):
@@ -185,6 +190,7 @@ class EdgeAgent:
         self._stop_requested = threading.Event()
         self._running = False
         self._queue: list[Message] = []
+        self._queued_weight = 0
         self._queued: asyncio.Event | None = None
         self._room: asyncio.Event | None = None
         self._subscribers: set[_Subscriber] = set()
@@ -490,6 +496,7 @@ class EdgeAgent:
 
     def _take_queue(self) -> list[Message]:
         batch, self._queue = self._queue, []
+        self._queued_weight = 0
         if self._room is not None:
             self._room.set()
         return batch
@@ -497,9 +504,10 @@ class EdgeAgent:
     def _submit(self, messages: list[Message]) -> None:
         """Queue ``messages`` for the outbox and hand them to live subscribers."""
         self._queue.extend(messages)
+        self._queued_weight += _weight(messages)
         if self._queued is not None:
             self._queued.set()
-        if len(self._queue) >= _QUEUE_HIGH_WATER and self._room is not None:
+        if self._queued_weight >= _QUEUE_HIGH_WATER and self._room is not None:
             self._room.clear()
         if self._local is not None:
             self._local.publish(messages)
@@ -528,6 +536,7 @@ class EdgeAgent:
                     if self._closing:
                         return
                     self._queue[:0] = batch
+                    self._queued_weight += _weight(batch)
                     await asyncio.sleep(1.0)
                     self._queued.set()
                     continue

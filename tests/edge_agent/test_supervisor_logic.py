@@ -476,3 +476,61 @@ def test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Pat
             _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path), 30
         )
     )
+
+
+async def _test_a_slow_outbox_holds_the_devices_back_not_the_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = charger_config(tmp_path, "    poll_interval: 10ms\n")
+
+    class Changing(FakeDriver):
+        """Every read moves two values past their deadband: every poll reports."""
+
+        async def read_points(self, properties: Collection[str]) -> dict[str, Reading]:
+            self.values["voltage_l1"] = 200.0 + len(self.reads) % 50
+            self.values["active_power"] = 1000.0 + 100 * (len(self.reads) % 50)
+            return await super().read_points(properties)
+
+    def make(device: DeviceConfig) -> FakeDriver:
+        driver = Changing([p.property for p in device.bindings().modbus.points])  # type: ignore[union-attr]
+        driver.values = charger_values()
+        return driver
+
+    made = with_fake(monkeypatch, make)
+    monkeypatch.setattr(supervisor, "_QUEUE_HIGH_WATER", 40)
+    append = Outbox.append
+
+    def slow_append(self: Outbox, messages: Any) -> int:
+        time.sleep(0.2)
+        return append(self, messages)
+
+    monkeypatch.setattr(Outbox, "append", slow_append)
+    agent = EdgeAgent(config)
+    task = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: bool(made) and len(made[0].reads) >= 2)
+        weights = []
+        reads_before, started = len(made[0].reads), time.monotonic()
+        for _ in range(40):
+            weights.append(agent._queued_weight)
+            await asyncio.sleep(0.01)
+        # one poll's report may land on top of the mark, never more
+        assert 0 < max(weights) <= 40 + 11
+        # the device waited for the outbox (40 values per 0.2 s append: about 10 polls of 4
+        # changed values) instead of polling every 10 ms
+        polls = len(made[0].reads) - reads_before
+        unthrottled = (time.monotonic() - started) / 0.01
+        assert polls < 0.75 * unthrottled
+    finally:
+        agent.stop()
+        await task
+
+
+def test_a_slow_outbox_holds_the_devices_back_not_the_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(
+        asyncio.wait_for(
+            _test_a_slow_outbox_holds_the_devices_back_not_the_memory(tmp_path, monkeypatch), 30
+        )
+    )
