@@ -1243,7 +1243,10 @@ def test_a_failing_listener_does_not_break_writes(storage: Storage) -> None:
     storage.add_change_listener(broken)
     storage.add_change_listener(lambda: calls.append("ok"))
     storage.create_device(device("d1"), NOW)
-    assert calls[-2:] == ["broken", "ok"]
+    # the listener after the failing one still ran (PostgreSQL may also call both again from
+    # its notification thread, so look for the pair rather than at the tail)
+    assert "broken" in calls
+    assert "ok" in calls[calls.index("broken") + 1 :]
     assert storage.get_device("d1").id == "d1"
 
 
