@@ -5,9 +5,11 @@ operations (read, write, invoke, subscribe) and registry commands."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,29 @@ def charger_values() -> dict[str, Any]:
     }
 
 
+def in_event_loop(
+    test: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., None]:
+    """Run an async test in a fresh event loop, with a 30 s limit."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 30))
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def running(agent: EdgeAgent) -> AsyncIterator[EdgeAgent]:
+    """``agent.run()`` as a task for the block; stopped and awaited after it."""
+    task = asyncio.create_task(agent.run())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        await task
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -180,7 +205,8 @@ def test_a_device_poll_interval_puts_every_point_in_one_group(tmp_path: Path) ->
     assert poll_groups_of(device, frozenset()) == []
 
 
-async def _test_fast_groups_are_read_more_often_than_slow_ones(
+@in_event_loop
+async def test_fast_groups_are_read_more_often_than_slow_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(
@@ -196,11 +222,8 @@ async def _test_fast_groups_are_read_more_often_than_slow_ones(
     )
 
     made = with_fake(monkeypatch, charger_driver)
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    await until(lambda: bool(made) and len(made[0].reads) >= 30)
-    agent.stop()
-    await task
+    async with running(EdgeAgent(config)):
+        await until(lambda: bool(made) and len(made[0].reads) >= 30)
     reads = made[0].reads
     status_reads = sum(1 for _, names in reads if "status" in names)
     voltage_reads = sum(1 for _, names in reads if "voltage_l1" in names)
@@ -211,43 +234,28 @@ async def _test_fast_groups_are_read_more_often_than_slow_ones(
     assert {"serial_number", "status"} <= reads[0][1]
 
 
-def test_fast_groups_are_read_more_often_than_slow_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_fast_groups_are_read_more_often_than_slow_ones(tmp_path, monkeypatch), 30
-        )
-    )
-
-
-# --------------------------------------------------------------------------- pushed values
-
-
-async def _test_pushed_values_and_events_take_the_same_path(
+@in_event_loop
+async def test_pushed_values_and_events_take_the_same_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path)
     made = with_fake(monkeypatch, lambda device: FakeDriver([], push_only=True))
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    await until(lambda: bool(made) and made[0].sink is not None and made[0].connected)
-    async with agent.subscribe() as live:
-        sink = made[0].sink
-        assert sink is not None
-        sink(Update(1_700_000_000_000, {"active_power": Reading(7100.0, Quality.GOOD)}))
-        sink(
-            Update(
-                1_700_000_000_001,
-                {},
-                (("session_ended", {"energy": 12.5, "duration": 3600, "reason": "Local"}),),
+    async with running(EdgeAgent(config)) as agent:
+        await until(lambda: bool(made) and made[0].sink is not None and made[0].connected)
+        async with agent.subscribe() as live:
+            sink = made[0].sink
+            assert sink is not None
+            sink(Update(1_700_000_000_000, {"active_power": Reading(7100.0, Quality.GOOD)}))
+            sink(
+                Update(
+                    1_700_000_000_001,
+                    {},
+                    (("session_ended", {"energy": 12.5, "duration": 3600, "reason": "Local"}),),
+                )
             )
-        )
-        sink(Update(1_700_000_000_002, {}, (("no_such_event", {"x": 1}),)))
-        sink(Update(1_700_000_000_003, {"active_power": Reading("high", Quality.GOOD)}))
-        got = [await asyncio.wait_for(anext(live), 5) for _ in range(5)]
-    agent.stop()
-    await task
+            sink(Update(1_700_000_000_002, {}, (("no_such_event", {"x": 1}),)))
+            sink(Update(1_700_000_000_003, {"active_power": Reading("high", Quality.GOOD)}))
+            got = [await asyncio.wait_for(anext(live), 5) for _ in range(5)]
     kinds = [(m.kind, m.name or "") for m in got]
     assert kinds[0] == (MessageKind.PROPERTY_REPORT, "")
     assert got[0].params == {"active_power": 7100.0}
@@ -260,28 +268,14 @@ async def _test_pushed_values_and_events_take_the_same_path(
     assert [m.id for m in stored(config)] == [m.id for m in got]
 
 
-def test_pushed_values_and_events_take_the_same_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_pushed_values_and_events_take_the_same_path(tmp_path, monkeypatch), 30
-        )
-    )
-
-
-# --------------------------------------------------------------------------- operations
-
-
-async def _test_read_write_invoke_check_the_model_first(
+@in_event_loop
+async def test_read_write_invoke_check_the_model_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 1h\n")
 
     made = with_fake(monkeypatch, charger_driver)
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(EdgeAgent(config)) as agent:
         await until(lambda: bool(made) and len(made[0].reads) >= 1)
         driver = made[0]
         ts_ms, reading = await agent.read_property("charger-1", "active_power")
@@ -304,28 +298,16 @@ async def _test_read_write_invoke_check_the_model_first(
                 await call
         assert driver.writes == [("current_limit", 10.0)]  # nothing invalid reached it
         assert driver.calls == [("start_charging", {})]
-    finally:
-        agent.stop()
-        await task
 
 
-def test_read_write_invoke_check_the_model_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(_test_read_write_invoke_check_the_model_first(tmp_path, monkeypatch), 30)
-    )
-
-
-async def _test_registry_commands_report_each_failure(
+@in_event_loop
+async def test_registry_commands_report_each_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 1h\n")
 
     made = with_fake(monkeypatch, charger_driver)
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(EdgeAgent(config)) as agent:
         await until(lambda: bool(made) and made[0].connected)
         command = common_pb2.Command(
             id="c1", device_id="charger-1", kind=common_pb2.COMMAND_KIND_SET_PROPERTIES
@@ -356,58 +338,36 @@ async def _test_registry_commands_report_each_failure(
         result = await agent.handle_command(lost)
         assert result.status == common_pb2.COMMAND_STATUS_FAILED
         assert result.error == "unknown device 'ghost'"
-    finally:
-        agent.stop()
-        await task
 
 
-def test_registry_commands_report_each_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(_test_registry_commands_report_each_failure(tmp_path, monkeypatch), 30)
-    )
-
-
-async def _test_a_slow_subscriber_loses_messages_not_the_agent(
+@in_event_loop
+async def test_a_slow_subscriber_loses_messages_not_the_agent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path)
     made = with_fake(monkeypatch, lambda device: FakeDriver([], push_only=True))
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    await until(lambda: bool(made) and made[0].sink is not None and made[0].connected)
-    async with agent.subscribe(max_queue=3):
-        sink = made[0].sink
-        assert sink is not None
-        for i in range(10):
-            sink(Update(1_700_000_000_000 + i, {"active_power": Reading(float(i), Quality.GOOD)}))
-        await until(lambda: agent.status().queued == 0)
-        assert agent.status().tail_dropped == 7
-    agent.stop()
-    await task
+    async with running(EdgeAgent(config)) as agent:
+        await until(lambda: bool(made) and made[0].sink is not None and made[0].connected)
+        async with agent.subscribe(max_queue=3):
+            sink = made[0].sink
+            assert sink is not None
+            for i in range(10):
+                sink(
+                    Update(1_700_000_000_000 + i, {"active_power": Reading(float(i), Quality.GOOD)})
+                )
+            await until(lambda: agent.status().queued == 0)
+            assert agent.status().tail_dropped == 7
     assert len(stored(config)) == 10  # the outbox got every one
 
 
-def test_a_slow_subscriber_loses_messages_not_the_agent(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_a_slow_subscriber_loses_messages_not_the_agent(tmp_path, monkeypatch), 30
-        )
-    )
-
-
-async def _test_desired_state_is_written_once_and_refusals_are_reported(
+@in_event_loop
+async def test_desired_state_is_written_once_and_refusals_are_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 50ms\n")
 
     made = with_fake(monkeypatch, charger_driver)
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(EdgeAgent(config)) as agent:
         await until(lambda: bool(made) and len(made[0].reads) >= 1)
         driver = made[0]
         change = edge_sync_pb2.DesiredChange(device_id="charger-1", revision=5)
@@ -429,23 +389,10 @@ async def _test_desired_state_is_written_once_and_refusals_are_reported(
         await agent.handle_desired(edge_sync_pb2.DesiredChange(device_id="ghost", revision=1))
         await asyncio.sleep(0.2)
         assert driver.writes == [("current_limit", 12.0)]
-    finally:
-        agent.stop()
-        await task
 
 
-def test_desired_state_is_written_once_and_refusals_are_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_desired_state_is_written_once_and_refusals_are_reported(tmp_path, monkeypatch),
-            30,
-        )
-    )
-
-
-async def _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Path) -> None:
+@in_event_loop
+async def test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Path) -> None:
     config = charger_config(
         tmp_path,
         """  - id: charger-2
@@ -454,9 +401,7 @@ async def _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_pa
     connection: {transport: tcp, host: 127.0.0.1, port: 1503}
 """,
     )
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(EdgeAgent(config)) as agent:
         await until(lambda: all(d.driver is not None for d in agent._devices.values()))
         one, two = agent._devices["charger-1"], agent._devices["charger-2"]
         assert one.driver is not two.driver
@@ -464,21 +409,11 @@ async def _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_pa
         assert one.validator is two.validator
         assert one.builder is two.builder
         assert gc.get_freeze_count() > 0  # long-lived objects kept out of the collector's way
-    finally:
-        agent.stop()
-        await task
     assert gc.get_freeze_count() == 0
 
 
-def test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path: Path) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_devices_of_one_model_share_compiled_codecs_and_validators(tmp_path), 30
-        )
-    )
-
-
-async def _test_a_slow_outbox_holds_the_devices_back_not_the_memory(
+@in_event_loop
+async def test_a_slow_outbox_holds_the_devices_back_not_the_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = charger_config(tmp_path, "    poll_interval: 10ms\n")
@@ -505,9 +440,7 @@ async def _test_a_slow_outbox_holds_the_devices_back_not_the_memory(
         return append(self, messages)
 
     monkeypatch.setattr(Outbox, "append", slow_append)
-    agent = EdgeAgent(config)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(EdgeAgent(config)) as agent:
         await until(lambda: bool(made) and len(made[0].reads) >= 2)
         weights = []
         reads_before, started = len(made[0].reads), time.monotonic()
@@ -521,16 +454,3 @@ async def _test_a_slow_outbox_holds_the_devices_back_not_the_memory(
         polls = len(made[0].reads) - reads_before
         unthrottled = (time.monotonic() - started) / 0.01
         assert polls < 0.75 * unthrottled
-    finally:
-        agent.stop()
-        await task
-
-
-def test_a_slow_outbox_holds_the_devices_back_not_the_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    asyncio.run(
-        asyncio.wait_for(
-            _test_a_slow_outbox_holds_the_devices_back_not_the_memory(tmp_path, monkeypatch), 30
-        )
-    )
