@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -40,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from edge_agent.config import EdgeConfig
 from edge_agent.errors import AgentError
 from security.errors import SecurityError
+from security.files import write_private, write_public
 from security.identity import generate_key, load_certificate, load_private_key
 
 __all__ = [
@@ -104,20 +104,11 @@ def load_public_keys(keys: Mapping[str, bytes], where: str) -> list[ec.EllipticC
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write atomically (temporary file, fsync, rename) with ``mode``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write atomically (security.files: temporary file, fsync, rename), 0600 or 0644."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            os.fchmod(fd, mode)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise IdentityError(f"{path}: cannot write: {exc.strerror}") from exc
+        (write_private if mode == 0o600 else write_public)(path, data)
+    except SecurityError as exc:
+        raise IdentityError(str(exc)) from exc
 
 
 def _split_pems(data: bytes) -> tuple[bytes, ...]:

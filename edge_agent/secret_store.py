@@ -31,7 +31,8 @@ from typing import Any, NamedTuple
 from edge_agent.config import EdgeConfig, load_edge_config
 from edge_agent.errors import AgentError
 from security.at_rest import FileKeyProvider, KeyProvider, decrypt_secret, encrypt_secret
-from security.errors import SecurityError
+from security.errors import KeyFilePermissionError, SecurityError
+from security.files import read_private, write_private
 from thing_models.document_reader import DocumentReader
 from thing_models.errors import ThingModelError
 from thing_models.yaml_source import Path as DocPath
@@ -97,33 +98,23 @@ class SecretStore:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(self.folder, 0o700)
-            tmp = path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as file:
-                file.write(blob)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, path)
-        except OSError as exc:
+            write_private(path, blob)
+        except (OSError, SecurityError) as exc:
             raise SecretError(f"secret {name!r}: cannot write {path}: {exc}") from exc
         return path
 
     def get(self, name: str) -> bytes:
         path = self._file(name)
-        try:
-            mode = path.stat().st_mode
-            if mode & 0o077:
-                raise SecretError(
-                    f"secret {name!r}: {path} is readable by others (mode {mode & 0o777:o}); "
-                    "chmod 600 it"
-                )
-            blob = path.read_bytes()
-        except FileNotFoundError:
+        if not path.exists():
             raise SecretError(
                 f"secret {name!r} not found in {self.folder}: run 'edge-agent secret set {name}'"
-            ) from None
-        except OSError as exc:
-            raise SecretError(f"secret {name!r}: cannot read {path}: {exc}") from exc
+            )
+        try:
+            blob = read_private(path)
+        except KeyFilePermissionError as exc:
+            raise SecretError(f"secret {name!r} is readable by others: {exc}") from exc
+        except SecurityError as exc:
+            raise SecretError(f"secret {name!r}: {exc}") from exc
         try:
             return decrypt_secret(blob, self._provider, name)
         except SecurityError as exc:

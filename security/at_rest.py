@@ -23,8 +23,8 @@ from typing import Final, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from security._files import read_private, write_private
 from security.errors import DecryptionError, KeyStoreError
+from security.files import read_private, write_private
 
 __all__ = [
     "AesGcmCodec",

@@ -34,8 +34,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from security._files import read_private, write_private, write_public
 from security.errors import CsrInvalid, KeyStoreError
+from security.files import read_private, write_private, write_public
 from security.identity import Identity, load_certificate
 
 __all__ = [

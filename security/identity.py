@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from security._files import read_private, write_private, write_public
 from security.errors import CertificateError, KeyStoreError
+from security.files import read_private, write_private, write_public
 
 __all__ = [
     "ROLES",

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
-from security._files import write_private
 from security.errors import KeyStoreError, StateFileError
+from security.files import write_private
 
 __all__ = ["JsonFileReplayState", "MemoryReplayState", "ReplayState"]
 
